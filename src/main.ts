@@ -1,0 +1,178 @@
+#!/usr/bin/env bun
+/**
+ * @module main
+ * The one executable. With no sub-command it runs the role named by `ROLE`
+ * (`api`, `log-worker`, `db-worker` or `all`) behind one HTTP server; sub-commands are tools.
+ */
+import { ConfigError, loadConfig, type Config, type Role } from "./config.ts";
+import { buildApp } from "./http.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { createRegistry } from "./metrics.ts";
+import type { Service } from "./service.ts";
+import { isConnectionError } from "./db/errors.ts";
+import type { Registry } from "prom-client";
+import pkg from "../package.json" with { type: "json" };
+
+export interface Deps {
+  logger: Logger;
+  registry: Registry;
+}
+
+type Starter = (config: Config, deps: Deps) => Promise<Service>;
+
+const STARTERS: Record<Exclude<Role, "all">, () => Promise<Starter>> = {
+  api: async () => (await import("./roles/api.ts")).start,
+  "log-worker": async () => (await import("./roles/log-worker.ts")).start,
+  "db-worker": async () => (await import("./roles/db-worker.ts")).start,
+};
+
+const SHUTDOWN_BUDGET_MS = 10_000;
+
+export async function run(config: Config, logger: Logger): Promise<{ stop(): Promise<void>; port: number }> {
+  const registry = createRegistry();
+  const roles = config.role === "all" ? (Object.keys(STARTERS) as Exclude<Role, "all">[]) : [config.role];
+  const services: Service[] = [];
+  try {
+    for (const role of roles) {
+      const start = await STARTERS[role]();
+      services.push(await start(config, { logger: logger.child({ role }), registry }));
+    }
+  } catch (err) {
+    await Promise.allSettled(services.map((s) => s.stop()));
+    throw err;
+  }
+  const app = buildApp(services, registry);
+  const server = Bun.serve({ port: config.httpPort, hostname: "0.0.0.0", fetch: app.fetch, idleTimeout: 60 });
+  logger.info({ role: config.role, port: server.port, version: pkg.version }, "kitsune started");
+  let stopping: Promise<void> | undefined;
+  return {
+    port: server.port ?? config.httpPort,
+    stop: () =>
+      (stopping ??= (async () => {
+        // Stop taking requests first, then let each role drain and release what it holds.
+        await server.stop(false);
+        const results = await Promise.allSettled([...services].reverse().map((s) => s.stop()));
+        for (const r of results) if (r.status === "rejected") logger.error({ err: r.reason }, "stop failed");
+        server.stop(true);
+      })()),
+  };
+}
+
+async function runRole(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`kitsune: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  let handle: Awaited<ReturnType<typeof run>>;
+  try {
+    handle = await run(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, "start-up failed");
+    console.error(`kitsune: start-up failed: ${(err as Error)?.message ?? err}`);
+    process.exit(1);
+  }
+  // NOTE: postgres.js 3.4.9 on Bun can surface a connection's error outside any awaited query
+  // after the connection closed (porsager/postgres#1208): thrown from a socket callback, or as
+  // the rejection of a pipelined query nobody awaits any more. The batch that used the
+  // connection already failed and is retried, so such a stray error is logged, not fatal.
+  // Anything else still ends the process.
+  const stray = (kind: string) => (err: unknown) => {
+    if (isConnectionError(err)) {
+      logger.warn({ err: (err as Error)?.message }, `ignored a stray PostgreSQL connection error (${kind})`);
+      return;
+    }
+    logger.fatal({ err }, kind);
+    process.exit(1);
+  };
+  process.on("uncaughtException", stray("uncaught exception"));
+  process.on("unhandledRejection", stray("unhandled rejection"));
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    if (++signals > 1) {
+      logger.warn({ signal }, "second signal: exiting at once");
+      process.exit(130);
+    }
+    logger.info({ signal }, "shutting down");
+    const timer = setTimeout(() => {
+      logger.error("shutdown took longer than 10 s; exiting");
+      process.exit(1);
+    }, SHUTDOWN_BUDGET_MS);
+    handle.stop().then(
+      () => {
+        clearTimeout(timer);
+        logger.info("stopped");
+        process.exit(0);
+      },
+      (err) => {
+        logger.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
+}
+
+const USAGE = `kitsune ${pkg.version}: HTTP-to-Kafka command gateway
+
+usage:
+  ROLE=api|log-worker|db-worker|all kitsune     run a role (configuration from the environment)
+  kitsune migrate                               apply pending sql/migrations to POSTGRES_DSN
+  kitsune topics create|describe                create or show the Kafka topics
+  kitsune commands                              list the command registry with its parameters
+  kitsune dlq list|replay                       show dead letters, or re-drive them
+  kitsune version                               print the version (and librdkafka's)
+  kitsune <command> --help                      help for one command
+
+Every setting comes from the environment (see README: Configuration).
+`;
+
+async function cli(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  const tool = async (load: () => Promise<(args: string[]) => Promise<number>>) => {
+    try {
+      process.exit(await (await load())(rest));
+    } catch (err) {
+      console.error(`kitsune ${cmd}: ${(err as Error)?.message ?? err}`);
+      process.exit(1);
+    }
+  };
+  switch (cmd) {
+    case undefined:
+      return runRole();
+    case "migrate":
+      return tool(async () => (await import("./cli/db.ts")).migrateCommand);
+    case "commands":
+      return tool(async () => (await import("./cli/db.ts")).commandsCommand);
+    case "topics":
+      return tool(async () => (await import("./cli/topics.ts")).topicsCommand);
+    case "dlq":
+      return tool(async () => (await import("./cli/dlq.ts")).dlqCommand);
+    case "version":
+    case "--version": {
+      let librdkafka = "not found";
+      try {
+        librdkafka = (await import("./kafka/ffi.ts")).librdkafkaVersion();
+      } catch {}
+      console.log(`kitsune ${pkg.version} (bun ${Bun.version}, librdkafka ${librdkafka})`);
+      return;
+    }
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(USAGE);
+      return;
+    default:
+      console.error(`kitsune: unknown command "${cmd}"\n\n${USAGE}`);
+      process.exit(2);
+  }
+}
+
+if (import.meta.main) await cli(process.argv.slice(2));

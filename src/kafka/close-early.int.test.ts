@@ -1,0 +1,40 @@
+/**
+ * A consumer closed before its first assignment must not take the process down (librdkafka 2.0.x
+ * asserts in the cooperative-sticky assignor then; see `defaultAssignmentStrategy`). Runs in a
+ * child process, since the failure is an abort().
+ */
+import { expect, test } from "bun:test";
+import { Admin } from "./admin.ts";
+import { defaultAssignmentStrategy } from "./consumer.ts";
+
+const brokers = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
+
+test("the default assignment strategy is cooperative only from librdkafka 2.1 on", () => {
+  expect(defaultAssignmentStrategy(0x020002ff)).toBe("range");
+  expect(defaultAssignmentStrategy(0x020100ff)).toBe("cooperative-sticky");
+  expect(defaultAssignmentStrategy(0x020600ff)).toBe("cooperative-sticky");
+});
+
+test("closing consumers right after subscribe, 40 times, leaves the process alive", async () => {
+  // The assertion needs a topic that exists, so the group has something to assign.
+  const topic = `close-early-${crypto.randomUUID().slice(0, 8)}`;
+  const admin = new Admin({ "bootstrap.servers": brokers });
+  await admin.createTopics([{ name: topic, partitions: 3 }]);
+  const script = `
+    import { Consumer } from "./src/kafka/index.ts";
+    for (let i = 0; i < 40; i++) {
+      const c = new Consumer({ "bootstrap.servers": "${brokers}", "group.id": "${topic}-" + i, "log_level": 0 });
+      c.subscribe(["${topic}"]);
+      await Bun.sleep(Math.random() * 30);
+      await c.close(2000);
+    }
+    console.log("alive");
+    process.exit(0);
+  `;
+  const proc = Bun.spawn(["bun", "-e", script], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  await admin.deleteTopics([topic]).finally(() => admin.close());
+  expect(err).not.toContain("Assertion");
+  expect(out.trim()).toBe("alive");
+  expect(code).toBe(0);
+}, 120_000);

@@ -1,0 +1,453 @@
+/**
+ * @module roles/db-worker
+ * Turns `db-events` into committed rows. Per batch: decode, apply in one PostgreSQL transaction
+ * (src/db/apply.ts: idempotency key, effect and result row commit together), publish each
+ * `CommandResult` and dead letter, then commit the offsets — the publishing and committing while
+ * the next batch is applied. A crash anywhere in between replays the batch, and the idempotency
+ * keys make the replay a no-op for what was already committed.
+ *
+ * When PostgreSQL is unreachable the circuit breaker opens: the assigned partitions are paused,
+ * PostgreSQL is probed with backoff, and the same batch is retried once it answers — nothing is
+ * dead-lettered for an outage. It opens at once for a lost connection, and on the second failure
+ * in a row for any other transient error (a login refused, too many connections, …): one deadlock
+ * or serialization failure is retried without it.
+ */
+import postgres, { type Sql } from "postgres";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import * as v from "valibot";
+import { brokerCheck, ensureTopics, kafkaConfig, registerLag } from "../broker.ts";
+import type { Config } from "../config.ts";
+import { CommandEventSchema, type CommandEvent, type CommandLookup } from "../contracts.ts";
+import { applyBatch, type Outcome } from "../db/apply.ts";
+import { deadLetter, resultMessage } from "../db/dead-letter.ts";
+import { abortableSleep, backoffDelay } from "../backoff.ts";
+import { isConnectionError, RetriableBatchError } from "../db/errors.ts";
+import { migrate } from "../db/migrations.ts";
+import { loadRegistry, verifyRegistry } from "../db/registry.ts";
+import { Consumer, nextOffsets } from "../kafka/consumer.ts";
+import { Producer } from "../kafka/producer.ts";
+import { KafkaError } from "../kafka/errors.ts";
+import type { Message, OutgoingMessage, TopicPartition, TopicPartitionOffset } from "../kafka/types.ts";
+import type { Deps } from "../main.ts";
+import type { Service } from "../service.ts";
+
+export const DB_BATCH = { maxMessages: 2000, maxWaitMs: 20 } as const;
+const REVOKE_WAIT_MS = 5000;
+const BACKOFF = { initialMs: 100, maxMs: 10_000 };
+/** Commit errors while the group rebalances; the commit succeeds once this member has rejoined. */
+const REBALANCING = new Set(["ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID", "_STATE"]);
+const COMMIT_ATTEMPTS = 10;
+const COMMIT_BACKOFF = { initialMs: 50, maxMs: 1000 };
+/** Pause before a batch that failed for another reason (publishing, committing, a bug) comes again. */
+const REDELIVERY_BACKOFF = { initialMs: 200, maxMs: 5000 };
+
+// NOTE: fatal: bytes that are not UTF-8 are dead-lettered rather than applied with U+FFFD in place.
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** What one batch produced: the messages to publish before its offsets may be committed. */
+export interface BatchOutcome {
+  outcomes: Outcome[];
+  publish: OutgoingMessage[];
+  deadLettered: number;
+}
+
+export interface BatchDeps {
+  apply(events: CommandEvent[]): Promise<Outcome[]>;
+  topics: { results: string; dlq: string };
+  now?: () => Date;
+}
+
+/**
+ * Decides what a batch becomes, without Kafka: events that do not parse are dead-lettered at once;
+ * the rest are applied, and each gets a result (and a dead letter when it failed for good).
+ * Throws `RetriableBatchError` when nothing was committed and the batch must be retried.
+ */
+export async function handleBatch(messages: Message[], deps: BatchDeps): Promise<BatchOutcome> {
+  const now = deps.now?.() ?? new Date();
+  const publish: OutgoingMessage[] = [];
+  const events: CommandEvent[] = [];
+  const sources: Message[] = [];
+  let deadLettered = 0;
+  for (const m of messages) {
+    const parsed = parseEvent(m);
+    if (parsed.ok) {
+      events.push(parsed.event);
+      sources.push(m);
+    } else {
+      publish.push(deadLetter(m, deps.topics.dlq, { error: parsed.error, attempts: 1, firstFailure: now, lastFailure: now }));
+      deadLettered++;
+    }
+  }
+  const outcomes = events.length ? await deps.apply(events) : [];
+  outcomes.forEach((o, i) => {
+    const source = sources[i]!;
+    publish.push(resultMessage(o.result, source.key, deps.topics.results));
+    // NOTE: a duplicate of a failed command is dead-lettered again: the first delivery may have
+    // crashed after committing its `failed` row but before its dead letter reached the broker.
+    const failed = o.result.status === "failed" || (o.result.status === "duplicate" && o.original?.status === "failed");
+    if (failed) {
+      const error = o.result.error ?? o.original?.error ?? { sqlstate: "", message: "failed" };
+      publish.push(
+        deadLetter(source, deps.topics.dlq, {
+          error: error.message,
+          sqlstate: error.sqlstate || undefined,
+          attempts: 1,
+          firstFailure: now,
+          lastFailure: now,
+        }),
+      );
+      deadLettered++;
+    }
+  });
+  return { outcomes, publish, deadLettered };
+}
+
+function parseEvent(m: Message): { ok: true; event: CommandEvent } | { ok: false; error: string } {
+  if (!m.value) return { ok: false, error: "empty message value" };
+  let text: string;
+  try {
+    text = decoder.decode(m.value);
+  } catch {
+    return { ok: false, error: "not UTF-8 text" };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, error: `not JSON: ${(err as Error).message}` };
+  }
+  const r = v.safeParse(CommandEventSchema, json);
+  if (!r.success) {
+    const issues = r.issues.map((i) => `${i.path?.map((p) => String(p.key)).join(".") || "(root)"}: ${i.message}`);
+    return { ok: false, error: `not a CommandEvent: ${issues.join("; ")}` };
+  }
+  return { ok: true, event: r.output };
+}
+
+function createMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    commands: new Counter({
+      name: "kitsune_db_commands_total",
+      help: "Commands processed by the db-worker, by command and status (applied, duplicate, failed).",
+      labelNames: ["command", "status"],
+      registers,
+    }),
+    deadLetters: new Counter({
+      name: "kitsune_db_dead_letters_total",
+      help: "Messages sent to the db-events dead-letter topic.",
+      registers,
+    }),
+    breaker: new Gauge({ name: "kitsune_db_breaker_open", help: "1 while PostgreSQL is unreachable and partitions are paused.", registers }),
+    batchSize: new Histogram({
+      name: "kitsune_db_batch_size",
+      help: "Messages per db-worker batch.",
+      buckets: [1, 5, 10, 50, 100, 250, 500, 1000, 2000],
+      registers,
+    }),
+    batchSeconds: new Histogram({
+      name: "kitsune_db_batch_duration_seconds",
+      help: "Time from receiving a batch to committing its offsets.",
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    retries: new Counter({ name: "kitsune_db_batch_retries_total", help: "Batches retried after a transient PostgreSQL error.", registers }),
+  };
+}
+
+/**
+ * Options of the worker's PostgreSQL pool. NOTE: `max_pipeline` well above postgres.js's default
+ * of 100: a batch sends all its statements at once (src/db/event-pipeline.ts), and past the limit
+ * postgres.js writes one query per socket write as answers come back, which halved the throughput.
+ * postgres.js 3.4.9 reads the option (parseOptions) but its types and README leave it out.
+ */
+export const POOL_OPTIONS = { max: 4, connect_timeout: 5, idle_timeout: 60, max_pipeline: 4 * DB_BATCH.maxMessages } as const;
+
+/** A PostgreSQL pool that can be replaced after a lost connection (see `RetriableBatchError`). */
+function createPool(dsn: string): Sql {
+  return postgres(dsn, { ...POOL_OPTIONS, onnotice: () => {} });
+}
+
+export async function start(config: Config, { logger, registry }: Deps): Promise<Service> {
+  let sql = createPool(config.postgresDsn);
+  let commands: CommandLookup;
+  // A PostgreSQL that is restarting or drops connections is waited for (up to 30 s); a bad
+  // migration or command file fails start-up at once.
+  for (const started = Date.now(); ; ) {
+    try {
+      const { applied, current } = await migrate(sql, config.sqlDir);
+      if (applied.length) logger.info({ applied: applied.map((m) => `${m.version}_${m.name}`), current }, "migrations applied");
+      commands = await loadRegistry(config.sqlDir);
+      await verifyRegistry(commands, sql);
+      break;
+    } catch (err) {
+      void sql.end({ timeout: 0 }).catch(() => {});
+      if (!isConnectionError(err) || Date.now() - started > 30_000) throw err;
+      logger.warn({ err: (err as Error).message }, "PostgreSQL not answering at start-up; retrying");
+      await Bun.sleep(1000);
+      sql = createPool(config.postgresDsn);
+    }
+  }
+  try {
+    await ensureTopics(config, logger);
+  } catch (err) {
+    await sql.end({ timeout: 1 });
+    throw err;
+  }
+
+  const kafka = kafkaConfig(config);
+  const producer = new Producer(kafka);
+  const group = config.kafka.groupId ?? "kitsune-db-worker";
+  const metrics = createMetrics(registry);
+  const abort = new AbortController();
+  let breakerOpen = false;
+  /** The batch being applied. */
+  let inFlight: { done: Promise<void>; abort: AbortController } | undefined;
+  /**
+   * The last applied batch, its results being published and its offsets committed. NOTE: this runs
+   * while the next batch is applied (it is mostly waiting for the broker, and took a fifth of each
+   * batch's time); the next batch is published only once this one is committed.
+   */
+  let publishing: { batch: Message[]; done: Promise<void> } | undefined;
+  /**
+   * Partitions being handed to another member. NOTE: the binding may still hand out their messages
+   * (fetched while onRevoke runs); applied here, they would be committed after the partitions moved,
+   * and the next owner would apply them again as duplicates. They are left to the next owner.
+   */
+  const revoking = new Set<string>();
+  /** Partitions taken from this member without a hand-over (session lost): commits for them are refused. */
+  const lost = new Set<string>();
+
+  const consumer = new Consumer(
+    // NOTE: the binding's cooperative-sticky assignment, although with librdkafka 2.0.2 a commit
+    // made between the two phases of a cooperative rebalance can fail with ILLEGAL_GENERATION (and
+    // librdkafka then drops the whole assignment, so batches come round again as duplicates). An
+    // eager strategy avoids that, but cannot share a group with cooperative members, and
+    // KAFKA_GROUP_ID may name one group for both workers (ROLE=all).
+    { ...kafka, "group.id": group },
+    {
+      onAssign: (parts) => {
+        for (const p of parts) {
+          revoking.delete(partitionKey(p));
+          lost.delete(partitionKey(p));
+        }
+      },
+      // Offsets of the batches in flight are committed before their partitions go to another member.
+      onRevoke: async (parts, info) => {
+        for (const p of parts) {
+          revoking.add(partitionKey(p));
+          if (info.lost) lost.add(partitionKey(p));
+        }
+        const current = inFlight;
+        const timer = setTimeout(() => current?.abort.abort(new Error("partitions revoked")), REVOKE_WAIT_MS);
+        const settled = async () => {
+          await current?.done.catch(() => {});
+          await publishing?.done.catch(() => {});
+        };
+        await Promise.race([settled(), Bun.sleep(REVOKE_WAIT_MS * 2)]);
+        clearTimeout(timer);
+      },
+      onError: (err) => logger.warn({ err: err.message, code: err.codeName }, "kafka consumer"),
+    },
+  );
+  consumer.subscribe([config.topics.events]);
+  const unregisterLag = registerLag(registry, group, consumer);
+
+  const batchDeps: BatchDeps = {
+    apply: (events) => applyBatch(sql, commands, events),
+    topics: { results: config.topics.results, dlq: `${config.topics.events}.dlq` },
+  };
+
+  const openBreaker = (err: RetriableBatchError) => {
+    if (breakerOpen) return;
+    breakerOpen = true;
+    metrics.breaker.set(1);
+    consumer.pause();
+    logger.warn({ err: err.message, sqlstate: err.sqlstate }, "PostgreSQL unavailable; circuit breaker open, partitions paused");
+  };
+  const closeBreaker = () => {
+    if (!breakerOpen) return;
+    breakerOpen = false;
+    metrics.breaker.set(0);
+    consumer.resume();
+    logger.info("PostgreSQL answers again; circuit breaker closed, partitions resumed");
+  };
+  const replacePool = () => {
+    const old = sql;
+    sql = createPool(config.postgresDsn);
+    void old.end({ timeout: 0 }).catch(() => {});
+  };
+
+  /** Applies one batch, retrying transient failures; the breaker pauses consumption meanwhile. */
+  const applyWithRetry = async (batch: Message[], signal: AbortSignal): Promise<BatchOutcome> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const outcome = await handleBatch(batch, batchDeps);
+        closeBreaker();
+        return outcome;
+      } catch (err) {
+        if (!(err instanceof RetriableBatchError)) throw err;
+        metrics.retries.inc();
+        if (err.connectionLost) replacePool();
+        if (err.connectionLost || attempt > 0) openBreaker(err);
+        else logger.warn({ err: err.message, sqlstate: err.sqlstate }, "batch not applied; retrying");
+        await abortableSleep(backoffDelay(attempt, BACKOFF), signal);
+        if (breakerOpen) await probe(signal);
+      }
+    }
+  };
+
+  /** Waits until PostgreSQL answers a trivial query, with backoff. */
+  const probe = async (signal: AbortSignal) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await sql`SELECT 1`;
+        return;
+      } catch {
+        replacePool();
+        await abortableSleep(backoffDelay(attempt, { initialMs: 200, maxMs: BACKOFF.maxMs }), signal);
+      }
+    }
+  };
+
+  /**
+   * Commits offsets, retrying while the group rebalances (the coordinator refuses commits of the old
+   * generation meanwhile): a refused commit would otherwise send the batch round again, as
+   * duplicates. Partitions no longer ours (or lost) are left out: their next owner starts where we
+   * last committed.
+   */
+  const commit = async (offsets: TopicPartitionOffset[]) => {
+    for (let attempt = 0; ; attempt++) {
+      const ours = new Set(consumer.assignment().map(partitionKey));
+      const mine = offsets.filter((o) => ours.has(partitionKey(o)) && !lost.has(partitionKey(o)));
+      try {
+        return await consumer.commit(mine);
+      } catch (err) {
+        const again = err instanceof KafkaError && (err.retriable || REBALANCING.has(err.codeName));
+        if (!again || attempt >= COMMIT_ATTEMPTS || abort.signal.aborted) throw err;
+        logger.debug({ err: err.message, attempt }, "commit refused; retrying");
+        await Bun.sleep(backoffDelay(attempt, COMMIT_BACKOFF));
+      }
+    }
+  };
+
+  /** Publishes a batch's results and dead letters, then commits its offsets; in the background. */
+  const handOff = (batch: Message[], { outcomes, publish, deadLettered }: BatchOutcome, started: number) => {
+    const done = (async () => {
+      // Results and dead letters must be on the broker before the offsets move past them.
+      await producer.sendAll(publish);
+      await commit(nextOffsets(batch));
+      countOutcomes(outcomes, metrics.commands);
+      if (deadLettered) metrics.deadLetters.inc(deadLettered);
+      metrics.batchSize.observe(batch.length);
+      metrics.batchSeconds.observe((performance.now() - started) / 1000);
+    })();
+    publishing = { batch, done };
+    done.catch((err) => {
+      if (abort.signal.aborted) return;
+      // At once, not only when the next batch comes: the stream may be idle.
+      logger.error({ err }, "publishing results or committing offsets failed; the batch will be redelivered");
+      seekBack(consumer, batch);
+    });
+  };
+
+  const processBatch = async (batch: Message[], signal: AbortSignal) => {
+    const started = performance.now();
+    const outcome = await applyWithRetry(batch, signal);
+    try {
+      await publishing?.done;
+    } catch (err) {
+      // Nothing after a batch that was not committed may be committed: both come again, what
+      // reached PostgreSQL as duplicates. This batch's results are true all the same, and its
+      // commands' `applied` results would otherwise never be published.
+      await producer.sendAll(outcome.publish).catch(() => {});
+      throw new Error("the batch before was not committed", { cause: err });
+    }
+    handOff(batch, outcome, started);
+  };
+
+  let failures = 0;
+  const loop = (async () => {
+    for await (const fetched of consumer.batches(DB_BATCH)) {
+      if (abort.signal.aborted) break;
+      const batch = revoking.size > 0 ? fetched.filter((m) => !revoking.has(partitionKey(m))) : fetched;
+      if (batch.length === 0) continue;
+      const batchAbort = new AbortController();
+      const onStop = () => batchAbort.abort(abort.signal.reason);
+      abort.signal.addEventListener("abort", onStop, { once: true });
+      const previous = publishing?.batch;
+      const done = processBatch(batch, batchAbort.signal);
+      inFlight = { done, abort: batchAbort };
+      try {
+        await done;
+        failures = 0;
+      } catch (err) {
+        if (!batchAbort.signal.aborted) {
+          logger.error({ err }, "batch failed; it will be redelivered");
+          // NOTE: without a commit the same messages come again only after a rebalance or restart;
+          // seek back so this member retries them itself, after a pause so a lasting failure does
+          // not spin. What was committed to PostgreSQL comes back as duplicates.
+          seekBack(consumer, previous ? [...previous, ...batch] : batch);
+          await abortableSleep(backoffDelay(failures++, REDELIVERY_BACKOFF), abort.signal).catch(() => {});
+        }
+      } finally {
+        abort.signal.removeEventListener("abort", onStop);
+        inFlight = undefined;
+      }
+    }
+    await publishing?.done.catch(() => {});
+  })();
+  loop.catch((err) => logger.fatal({ err }, "db-worker loop stopped"));
+  logger.info({ topic: config.topics.events, group, commands: commands.list().length }, "db-worker consuming");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    name: "db-worker",
+    async ready() {
+      const kafkaState = brokerCheck(consumer.stats);
+      let pg = "ok";
+      try {
+        await Promise.race([sql`SELECT 1`, Bun.sleep(1000).then(() => Promise.reject(new Error("timed out")))]);
+      } catch (err) {
+        pg = (err as Error).message;
+      }
+      const breaker = breakerOpen ? "open" : "closed";
+      return { ok: kafkaState === "ok" && pg === "ok" && !breakerOpen, checks: { kafka: kafkaState, postgres: pg, breaker } };
+    },
+    stop: () =>
+      (stopping ??= (async () => {
+        // Let the batch in flight finish (its onRevoke wait is bounded); a breaker wait is cut short.
+        if (breakerOpen) abort.abort(new Error("stopping"));
+        await consumer.close();
+        abort.abort(new Error("stopping"));
+        await loop.catch(() => {});
+        unregisterLag();
+        await producer.close(5000);
+        await sql.end({ timeout: 2 });
+      })()),
+  };
+}
+
+const partitionKey = (p: TopicPartition) => `${p.topic}:${p.partition}`;
+
+function countOutcomes(outcomes: Outcome[], counter: Counter<"command" | "status">): void {
+  const counts = new Map<string, { command: string; status: string; n: number }>();
+  for (const { result } of outcomes) {
+    const k = `${result.command}\0${result.status}`;
+    const c = counts.get(k);
+    if (c) c.n++;
+    else counts.set(k, { command: result.command, status: result.status, n: 1 });
+  }
+  for (const { command, status, n } of counts.values()) counter.inc({ command, status }, n);
+}
+
+function seekBack(consumer: Consumer, batch: Message[]): void {
+  const first = new Map<string, TopicPartitionOffset>();
+  for (const m of batch) {
+    const k = partitionKey(m);
+    if (!first.has(k)) first.set(k, { topic: m.topic, partition: m.partition, offset: m.offset });
+  }
+  try {
+    consumer.seek([...first.values()]);
+  } catch {}
+}

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Local services for machines without Docker: Apache Kafka (KRaft, one node) and PostgreSQL.
+#
+#   scripts/services.sh up       start what is missing, reuse what already answers
+#   scripts/services.sh down     stop only what `up` started
+#   scripts/services.sh status   say what runs
+#
+# Kafka 3.9.x is deliberate: Kafka 4.x removed old protocol versions (KIP-896) and librdkafka
+# releases before that change (Debian ships 2.0.2) then disable idempotence (librdkafka#4948).
+# The jars come from Maven Central and are cached in $KITSUNE_CACHE (default ~/.cache/kitsune),
+# so only the first `up` downloads them.
+set -euo pipefail
+
+KAFKA_VERSION=3.9.2
+SCALA_VERSION=2.13
+CACHE=${KITSUNE_CACHE:-$HOME/.cache/kitsune}
+KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
+STATE=$CACHE/run
+KAFKA_HOST=127.0.0.1
+KAFKA_PORT=${KAFKA_PORT:-9092}
+CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+PG_HOST=127.0.0.1
+PG_PORT=5432
+
+log() { printf 'services: %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# --- Kafka -----------------------------------------------------------------------------------
+
+fetch_kafka() {
+  [ -f "$KAFKA_HOME/libs/.complete" ] && return 0
+  command -v mvn >/dev/null || { log "mvn is needed once to fetch Kafka's jars from Maven Central"; exit 1; }
+  log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_HOME/libs (once)"
+  local work
+  work=$(mktemp -d)
+  cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>kitsune</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_$SCALA_VERSION</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
+  </dependencies>
+</project>
+EOF
+  rm -rf "$KAFKA_HOME/libs"
+  mkdir -p "$KAFKA_HOME/libs"
+  mvn -B -q -f "$work/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" >"$work/mvn.log" 2>&1 || {
+    cat "$work/mvn.log" >&2
+    log "could not fetch Kafka's jars"
+    exit 1
+  }
+  touch "$KAFKA_HOME/libs/.complete"
+  rm -rf "$work"
+}
+
+kafka_config() {
+  local data=$STATE/kafka-data
+  mkdir -p "$data"
+  cat >"$STATE/kafka.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$KAFKA_HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=6
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+delete.topic.enable=true
+log.retention.hours=24
+log.segment.bytes=268435456
+EOF
+  cat >"$STATE/log4j.properties" <<EOF
+log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File=$STATE/kafka.log
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.logger.kafka.server.BrokerServer=INFO
+EOF
+}
+
+kafka_java() {
+  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j.configuration="file:$STATE/log4j.properties" \
+    -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+kafka_up() {
+  if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    log "Kafka already answers on $KAFKA_HOST:$KAFKA_PORT; reusing it"
+    return 0
+  fi
+  command -v java >/dev/null || { log "java (17+) is needed to run Kafka"; exit 1; }
+  fetch_kafka
+  mkdir -p "$STATE"
+  kafka_config
+  if [ ! -f "$STATE/kafka-data/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$( (kafka_java kafka.tools.StorageTool random-uuid) )
+    (kafka_java kafka.tools.StorageTool format --ignore-formatted \
+      -t "$cluster_id" -c "$STATE/kafka.properties" >/dev/null)
+  fi
+  log "starting Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (log: $STATE/kafka.log)"
+  # The subshell execs java, so $! is the broker's own pid.
+  (kafka_java kafka.Kafka "$STATE/kafka.properties") >"$STATE/kafka.out" 2>&1 </dev/null &
+  echo $! >"$STATE/kafka.pid"
+  local deadline=$((SECONDS + 90))
+  until kafka_ready; do
+    if ! kill -0 "$(cat "$STATE/kafka.pid")" 2>/dev/null; then
+      tail -n 30 "$STATE/kafka.out" "$STATE/kafka.log" >&2 || true
+      rm -f "$STATE/kafka.pid"
+      log "Kafka exited during start-up"
+      exit 1
+    fi
+    [ $SECONDS -lt $deadline ] || { log "Kafka did not answer within 90 s"; exit 1; }
+    sleep 0.5
+  done
+  log "Kafka is up"
+}
+
+# The port opens before the broker serves metadata; ask it the way clients will.
+kafka_ready() {
+  port_open "$KAFKA_HOST" "$KAFKA_PORT" || return 1
+  if command -v kcat >/dev/null; then
+    kcat -b "$KAFKA_HOST:$KAFKA_PORT" -L -m 2 >/dev/null 2>&1
+  else
+    return 0
+  fi
+}
+
+kafka_down() {
+  if [ -f "$STATE/kafka.pid" ]; then
+    local pid
+    pid=$(cat "$STATE/kafka.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      log "stopping Kafka (pid $pid)"
+      kill "$pid"
+      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$STATE/kafka.pid"
+  else
+    log "Kafka was not started by this script; leaving it"
+  fi
+}
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+pg_as_admin() {
+  if psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+    psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -tAq "$@"
+  else
+    su postgres -c "psql -p $PG_PORT -d postgres -v ON_ERROR_STOP=1 -tAq $(printf '%q ' "$@")"
+  fi
+}
+
+pg_up() {
+  if ! port_open "$PG_HOST" "$PG_PORT"; then
+    if command -v pg_lsclusters >/dev/null && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]; then
+      local version
+      version=$(pg_lsclusters -h | awk 'NR==1{print $1}')
+      log "starting PostgreSQL cluster $version/main"
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start
+      mkdir -p "$STATE"
+      echo "$version" >"$STATE/postgres.started"
+      for _ in $(seq 1 60); do port_open "$PG_HOST" "$PG_PORT" && break; sleep 0.5; done
+    else
+      log "no PostgreSQL answers on $PG_HOST:$PG_PORT and none is installed (apt-get install postgresql)"
+      exit 1
+    fi
+  else
+    log "PostgreSQL already answers on $PG_HOST:$PG_PORT; reusing it"
+  fi
+  pg_as_admin -c "DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'kitsune') THEN
+        CREATE ROLE kitsune LOGIN PASSWORD 'kitsune' CREATEDB;
+      END IF;
+    END \$\$;"
+  if [ -z "$(pg_as_admin -c "SELECT 1 FROM pg_database WHERE datname = 'kitsune'")" ]; then
+    pg_as_admin -c "CREATE DATABASE kitsune OWNER kitsune"
+  fi
+  log "PostgreSQL has role and database kitsune"
+}
+
+pg_down() {
+  if [ -f "$STATE/postgres.started" ]; then
+    local version
+    version=$(cat "$STATE/postgres.started")
+    log "stopping PostgreSQL cluster $version/main"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main stop || true
+    rm -f "$STATE/postgres.started"
+  else
+    log "PostgreSQL was not started by this script; leaving it"
+  fi
+}
+
+status() {
+  if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    local who="not started by this script"
+    [ -f "$STATE/kafka.pid" ] && kill -0 "$(cat "$STATE/kafka.pid")" 2>/dev/null && who="started by this script, pid $(cat "$STATE/kafka.pid")"
+    echo "kafka       up   $KAFKA_HOST:$KAFKA_PORT ($who)"
+  else
+    echo "kafka       down $KAFKA_HOST:$KAFKA_PORT"
+  fi
+  if port_open "$PG_HOST" "$PG_PORT"; then
+    echo "postgresql  up   $PG_HOST:$PG_PORT"
+  else
+    echo "postgresql  down $PG_HOST:$PG_PORT"
+  fi
+}
+
+case "${1:-}" in
+  up) pg_up; kafka_up ;;
+  down) kafka_down; pg_down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

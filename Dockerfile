@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1
+#
+# Kitsune: one executable, three roles (ROLE=api|log-worker|db-worker|all).
+#
+#   docker build -t kitsune:local .
+#   docker run --rm -e ROLE=api -e API_TOKENS=dev-token -e KAFKA_BROKERS=host:9092 -p 8080:8080 kitsune:local
+#
+# Stage 1 compiles the TypeScript into one self-contained executable with `bun build --compile`
+# (package.json "build"). Stage 2 is a slim Debian with only what the executable loads at run time:
+# glibc (the Bun runtime inside the executable needs glibc >= 2.17), librdkafka (loaded through
+# bun:ffi as librdkafka.so.1) and CA certificates. Both stages are Debian; the runtime is bookworm,
+# whose librdkafka1 (2.0.2) is the version the project tests against (see scripts/services.sh).
+
+# ---- build ----------------------------------------------------------------------------------
+# Same Bun as package.json "packageManager" (scripts/check-deploy.sh checks they agree).
+FROM oven/bun:1.4.5 AS build
+WORKDIR /src
+
+# Dependencies first, so source edits do not invalidate the install layer.
+COPY package.json bun.lock bunfig.toml ./
+# patches/: the postgres.js fix that bun install applies (package.json patchedDependencies).
+COPY patches ./patches
+RUN --mount=type=cache,target=/root/.bun/install/cache \
+    bun install --frozen-lockfile
+
+COPY tsconfig.json ./
+COPY src ./src
+# `bun run build` compiles src/main.ts together with the second entrypoint src/kafka/txn-worker.ts
+# (a Worker embedded in the same executable) into dist/kitsune.
+RUN bun run build
+
+# ---- runtime --------------------------------------------------------------------------------
+FROM debian:bookworm-slim AS runtime
+
+# librdkafka1: the Kafka client library (bun:ffi opens librdkafka.so.1).
+# ca-certificates: TLS to brokers/Loki outside the compose network.
+# curl: the HEALTHCHECK below (the kitsune executable has no HTTP client sub-command).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends librdkafka1 ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 kitsune \
+    && useradd --system --uid 10001 --gid kitsune --home-dir /app --no-create-home \
+         --shell /usr/sbin/nologin kitsune
+
+WORKDIR /app
+COPY --from=build --chmod=0755 /src/dist/kitsune /usr/local/bin/kitsune
+COPY --chown=root:root sql /app/sql
+# Smoke test on the runtime's own glibc (does not touch librdkafka or the network).
+RUN kitsune version
+
+ENV SQL_DIR=/app/sql \
+    HTTP_PORT=8080 \
+    LOG_LEVEL=info
+# ROLE has no default on purpose: the process refuses to start without it (see DESIGN.md).
+
+USER 10001:10001
+EXPOSE 8080
+
+# Liveness only: /healthz answers 200 while the process runs. Compose and orchestrators that want
+# readiness (broker, PostgreSQL, registry) probe /readyz themselves.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:${HTTP_PORT}/healthz" || exit 1
+
+# SIGTERM drains in-flight work, flushes the producer and commits offsets within 10 s.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["kitsune"]

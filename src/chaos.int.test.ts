@@ -1,8 +1,11 @@
 // Needs the local Kafka and PostgreSQL (scripts/services.sh up). Runs the short chaos scenarios of
 // bench/chaos.ts: the three roles as separate processes in a sandbox of their own (topics, groups,
 // schema), a fake Loki in this process; each takes about a minute. The long ones: `bun run chaos --full`.
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { dbWorkerKills, logWorkerKill, renderScenario, type ScenarioResult } from "../bench/chaos.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 /** The scenario's own lines are printed only when it fails, with its counts and timeline. */
 async function run(scenario: (log: (line: string) => void) => Promise<ScenarioResult>): Promise<ScenarioResult> {

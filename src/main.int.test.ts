@@ -2,10 +2,13 @@
  * The executable as users run it: `ROLE=all` as a child process against the local Kafka and
  * PostgreSQL, the original example end to end, and SIGTERM under load.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { startFakeLoki, type FakeLoki } from "../test/fake-loki.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "../test/pg.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 const TOKEN = "main-test-token";
 const ORIGINAL = {

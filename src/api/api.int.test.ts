@@ -7,7 +7,7 @@
  * and brought back; librdkafka 2.0.2's mock supports transactions, so both modes are tested there.
  */
 import { ORIGINAL_EXAMPLE } from "./fakes.ts";
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as v from "valibot";
 import { migrate } from "../db/migrations.ts";
 import { withSchema, type TestSchema } from "../../test/pg.ts";
@@ -24,6 +24,9 @@ import { silentLogger } from "../logger.ts";
 import { createRegistry } from "../metrics.ts";
 import { start, type ApiDeps } from "../roles/api.ts";
 import type { Service } from "../service.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 const BROKERS = (process.env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(",");
 const TOKEN = "it-token-0123456789";

@@ -1,5 +1,5 @@
 // Needs PostgreSQL (POSTGRES_DSN, default the local kitsune database); works in a schema of its own.
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as v from "valibot";
 import { withSchema, type TestSchema } from "../../test/pg.ts";
 import { CommandResultSchema, type CommandEvent, type CommandLookup } from "../contracts.ts";
@@ -8,6 +8,9 @@ import { PIPELINE_WINDOW } from "./event-pipeline.ts";
 import { isConnectionLost, RetriableBatchError } from "./errors.ts";
 import { migrate } from "./migrations.ts";
 import { createRegistry, loadRegistry, parseCommandFile } from "./registry.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 let db: TestSchema;
 let registry: CommandLookup;

@@ -1,11 +1,14 @@
 // Needs PostgreSQL (POSTGRES_DSN, default the local kitsune database); works in a schema of its own.
 // The batch-at-once path of event-pipeline.ts (apply.int.test.ts covers the rest through applyBatch).
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { withSchema, type TestSchema } from "../../test/pg.ts";
 import type { CommandEvent, CommandLookup } from "../contracts.ts";
 import { applyBatch } from "./apply.ts";
 import { migrate } from "./migrations.ts";
 import { createRegistry, loadRegistry, parseCommandFile } from "./registry.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 let db: TestSchema;
 let registry: CommandLookup;

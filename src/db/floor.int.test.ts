@@ -1,8 +1,11 @@
 // Needs PostgreSQL (POSTGRES_DSN, default the local kitsune database); works in a schema of its own.
-import { afterAll, beforeAll, beforeEach, expect, test } from "bun:test";
+import { afterAll, beforeAll, beforeEach, expect, setDefaultTimeout, test } from "bun:test";
 import { withSchema, type TestSchema } from "../../test/pg.ts";
 import { insertUsersDirect } from "./floor.ts";
 import { migrate } from "./migrations.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 let db: TestSchema;
 beforeAll(async () => {

@@ -1,7 +1,10 @@
 // Needs PostgreSQL (POSTGRES_DSN, default the local kitsune database); works in a schema of its own.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { withSchema, type TestSchema } from "../../test/pg.ts";
 import { migrate, MigrationError, type Migration } from "./migrations.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 const schemas: TestSchema[] = [];
 afterEach(async () => {

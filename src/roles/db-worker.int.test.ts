@@ -1,6 +1,6 @@
 // Needs the broker (KAFKA_BROKERS, default 127.0.0.1:9092) and PostgreSQL (POSTGRES_DSN). Every
 // world has its own topics, consumer group and schema; the worker runs in this process (`main.run`).
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as v from "valibot";
 import {
   collect,
@@ -23,6 +23,9 @@ import {
 import { CommandResultSchema, type CommandEvent, type CommandResult } from "../contracts.ts";
 import { DLQ_HEADERS } from "../db/dead-letter.ts";
 import type { Message } from "../kafka/types.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 const results = (c: Collector, topic: string): CommandResult[] => c.on(topic).map((m) => v.parse(CommandResultSchema, json(m)));
 const resultsFor = (c: Collector, topic: string, events: CommandEvent[]) => {

@@ -1,6 +1,6 @@
 // Needs the broker (KAFKA_BROKERS, default 127.0.0.1:9092) and PostgreSQL (POSTGRES_DSN). The
 // db-worker runs as `bun src/main.ts` (ROLE=db-worker), as in production, in a world of its own.
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,6 +9,9 @@ import { collect, createUser, createWorld, json, produceEvents, spawnWorker, wai
 import { ensureTopics } from "../broker.ts";
 import { CommandResultSchema } from "../contracts.ts";
 import { silentLogger } from "../logger.ts";
+
+// A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
+setDefaultTimeout(30_000);
 
 describe("db-worker process", () => {
   test("kill -9 mid-batch, then a restart: every command applied exactly once", async () => {

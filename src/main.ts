@@ -158,10 +158,13 @@ async function cli(argv: string[]): Promise<void> {
     case "version":
     case "--version": {
       let librdkafka = "not found";
+      let fetch = "";
       try {
         librdkafka = (await import("./kafka/ffi.ts")).librdkafkaVersion();
+        const loader = await import("./kafka/native.ts");
+        fetch = loader.native() ? ", native fetch loop" : `, plain FFI fetch: ${loader.nativeUnavailable}`;
       } catch {}
-      console.log(`kitsune ${pkg.version} (bun ${Bun.version}, librdkafka ${librdkafka})`);
+      console.log(`kitsune ${pkg.version} (bun ${Bun.version}, librdkafka ${librdkafka}${fetch})`);
       return;
     }
     case "help":

@@ -39,6 +39,13 @@ export function buildConf(config: KafkaConfig, eventMask: number): Pointer {
 
 export type EventHandler = (event: Pointer, type: number) => void;
 
+/**
+ * A client's own way to poll its event queue: it may serve some events itself (the consumer
+ * takes fetched messages in bulk) and return the next one for the generic handler, `"empty"`
+ * when the queue is, or `"yield"` when it did a turn's worth of work.
+ */
+export type Poller = (queue: Pointer) => Pointer | "empty" | "yield";
+
 /** The process-wide wake-up pipe and the clients it wakes. */
 const wakeup = {
   readFd: -1,
@@ -99,6 +106,8 @@ export class NativeClient {
   private eventQueue: Pointer = null as unknown as Pointer;
   /** More queues served by drain(), owned and freed by this client. */
   private readonly sideQueues: Pointer[] = [];
+  /** Set by the owner to poll the event queue itself (see `Poller`). */
+  poller: Poller | undefined;
 
   constructor(
     type: number,
@@ -153,8 +162,9 @@ export class NativeClient {
         }
       }
       for (let i = 0; i < 5000; i++) {
-        const ev = lib.rd_kafka_queue_poll(queue, 0);
-        if (!ev) return;
+        const ev = this.poller ? this.poller(queue) : lib.rd_kafka_queue_poll(queue, 0);
+        if (ev === "yield") break;
+        if (!ev || ev === "empty") return;
         try {
           this.handle(ev);
         } finally {

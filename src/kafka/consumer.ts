@@ -15,6 +15,7 @@
 import { NativeClient } from "./client.ts";
 import { ERR, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
+import { native, RECORD } from "./native.ts";
 import { readList, tpKey, withList } from "./partitions.ts";
 import type { KafkaConfig, Message, TopicPartition, TopicPartitionOffset } from "./types.ts";
 
@@ -32,6 +33,8 @@ export interface ConsumerOptions {
   onError?(err: KafkaError): void;
   /** Messages held in memory before the binding stops draining librdkafka's queue. */
   maxBuffered?: number;
+  /** false: read messages through plain FFI calls, not native.c (for comparison and tests). */
+  native?: boolean;
 }
 
 export interface BatchOptions {
@@ -119,6 +122,13 @@ export class Consumer {
   private scratch = new Uint8Array(4096);
   private readonly slab = new Slab();
   private fatal: KafkaError | undefined;
+  /** The native fetch loop (native.c), when it could be built; see `pollFetched`. */
+  private readonly native;
+  private readonly fetchResult = new Uint32Array(10);
+  private readonly fetchResultAddr: Pointer;
+  private chunk = new Chunk(0);
+  /** A fetched message the native loop left to the event handler (an error, or too big). */
+  private leftMessage: Pointer | undefined;
 
   constructor(config: KafkaConfig, options: ConsumerOptions = {}) {
     if (!config["group.id"]) throw new KafkaError(-186, "a consumer needs group.id", { codeName: "_INVALID_ARG" });
@@ -127,7 +137,10 @@ export class Consumer {
     // for, which would leave an earlier ptr() dangling.
     void this.hdrOut.buffer;
     this.hdrOutAddr = ptr(this.hdrOut) as number;
+    void this.fetchResult.buffer;
+    this.fetchResultAddr = ptr(this.fetchResult);
     this.maxBuffered = options.maxBuffered ?? 20_000;
+    this.native = options.native === false ? null : native();
     this.client = new NativeClient(
       RD_KAFKA_CONSUMER,
       { "partition.assignment.strategy": defaultAssignmentStrategy(), ...CONSUMER_DEFAULTS, ...config, ...CONSUMER_SAFETY },
@@ -150,11 +163,17 @@ export class Consumer {
     this.cooperative = String(config["partition.assignment.strategy"] ?? defaultAssignmentStrategy()).includes("cooperative");
     // Backpressure: a full buffer pauses fetching (see `throttle`); the queue is still served, so
     // rebalances, errors and librdkafka's max.poll.interval.ms keep working meanwhile.
+    if (this.native) this.client.poller = (queue) => this.pollFetched(queue);
     this.client.startEvents(this.consumerQueue);
   }
 
   get stats(): Record<string, any> | undefined {
     return this.client.stats;
+  }
+
+  /** How fetched messages are read: in bulk by native.c, or one by one through FFI. */
+  get fetchPath(): "native" | "ffi" {
+    return this.native ? "native" : "ffi";
   }
 
   subscribe(topics: string[]): void {
@@ -309,7 +328,8 @@ export class Consumer {
   private onEvent(ev: Pointer, type: number): void {
     const lib = rdk();
     if (type === EVENT.FETCH) {
-      const m = lib.rd_kafka_event_message_next(ev);
+      const m = this.leftMessage ?? lib.rd_kafka_event_message_next(ev);
+      this.leftMessage = undefined;
       if (m) this.onMessage(m);
       return;
     }
@@ -334,6 +354,77 @@ export class Consumer {
       else if (failed) c.reject(KafkaError.fromCode(failed.error, `commit ${failed.topic}[${failed.partition}]`));
       else c.resolve();
     }
+  }
+
+  /**
+   * Serves the consumer queue through native.c: fetched messages are copied in bulk into a chunk
+   * and turned into Messages here; any other event is returned for `onEvent`.
+   */
+  private pollFetched(queue: Pointer): Pointer | "empty" | "yield" {
+    const r = this.fetchResult;
+    for (let served = 0; served < 5000; ) {
+      if (this.chunk.room < CHUNK_MIN_ROOM) this.chunk = new Chunk(CHUNK_SIZE);
+      const chunk = this.chunk;
+      this.native!.fetch(queue, (chunk.addr + chunk.used) as unknown as Pointer, chunk.room, FETCH_MAX, this.fetchResultAddr);
+      const count = r[2]!;
+      if (count > 0) this.takeRecords(chunk, count);
+      chunk.used += r[0]!;
+      served += count;
+      const ev = r[4]! + r[5]! * 4294967296;
+      if (ev) {
+        const m = r[6]! + r[7]! * 4294967296;
+        this.leftMessage = m ? (m as unknown as Pointer) : undefined;
+        return ev as unknown as Pointer;
+      }
+      if (r[8]) return "empty";
+    }
+    return "yield";
+  }
+
+  /** Turns `count` records of native.c, from `chunk.used` on, into Messages; values are views of the chunk. */
+  private takeRecords(chunk: Chunk, count: number): void {
+    if (this.closing) return;
+    const view = chunk.view;
+    let at = chunk.used;
+    for (let i = 0; i < count; i++) {
+      const rkt = view.getUint32(at + RECORD.rkt, true) + view.getUint32(at + RECORD.rkt + 4, true) * 4294967296;
+      let topic = this.topicNames.get(rkt);
+      if (topic === undefined) {
+        topic = readCString(rdk().rd_kafka_topic_name(rkt as unknown as Pointer)) ?? "";
+        this.topicNames.set(rkt, topic);
+      }
+      const keyLen = view.getInt32(at + RECORD.keyLen, true);
+      const valueLen = view.getInt32(at + RECORD.valueLen, true);
+      let p = at + RECORD.head;
+      const key = keyLen < 0 ? null : new Uint8Array(chunk.buffer, p, keyLen);
+      if (keyLen > 0) p += keyLen;
+      const value = valueLen < 0 ? null : new Uint8Array(chunk.buffer, p, valueLen);
+      if (valueLen > 0) p += valueLen;
+      const headers: Record<string, string> = {};
+      for (let h = view.getInt32(at + RECORD.headerCount, true); h > 0; h--) {
+        const nameLen = view.getUint32(p, true);
+        const len = view.getInt32(p + 4, true);
+        p += 8;
+        const name = chunk.text(p, p + nameLen);
+        p += nameLen;
+        headers[name] = len > 0 ? chunk.text(p, p + len) : "";
+        if (len > 0) p += len;
+      }
+      const message: Message = {
+        topic,
+        partition: view.getInt32(at + RECORD.partition, true),
+        offset: view.getUint32(at + RECORD.offset, true) + view.getInt32(at + RECORD.offset + 4, true) * 4294967296,
+        value,
+        key,
+        headers,
+        timestamp: view.getUint32(at + RECORD.timestamp, true) + view.getInt32(at + RECORD.timestamp + 4, true) * 4294967296,
+      };
+      at += view.getUint32(at + RECORD.size, true);
+      if (this.paused.size > 0 && this.paused.has(tpKey(message))) this.holdBack(message);
+      else this.buffer.push(message);
+    }
+    if (!this.throttled && this.buffer.length >= this.maxBuffered) this.throttle();
+    if (this.waiter) this.wake();
   }
 
   private onMessage(m: Pointer): void {
@@ -474,6 +565,40 @@ export class Consumer {
     this.commits.clear();
     this.client.destroy();
     this.buffer = [];
+  }
+}
+
+/** Most messages one native fetch call takes (it runs again while more are waiting). */
+const FETCH_MAX = 1000;
+const CHUNK_SIZE = 1 << 18;
+/** A chunk with less room than this is replaced; a message bigger than the room takes the FFI path. */
+const CHUNK_MIN_ROOM = 1 << 14;
+
+/**
+ * Where native.c writes fetched messages. Messages are views of it, so a chunk (256 KiB) lives as
+ * long as any message of it does; a new one is started when one fills.
+ */
+class Chunk {
+  readonly bytes: Buffer;
+  readonly buffer: ArrayBuffer;
+  readonly view: DataView;
+  readonly addr: number;
+  used = 0;
+
+  constructor(size: number) {
+    this.buffer = new ArrayBuffer(size);
+    this.bytes = Buffer.from(this.buffer);
+    this.view = new DataView(this.buffer);
+    this.addr = size > 0 ? (ptr(this.bytes) as number) : 0;
+  }
+
+  get room(): number {
+    return this.buffer.byteLength - this.used;
+  }
+
+  /** UTF-8 text at [start, end). */
+  text(start: number, end: number): string {
+    return (this.bytes as Buffer & { utf8Slice(start: number, end: number): string }).utf8Slice(start, end);
   }
 }
 

@@ -88,26 +88,41 @@ async function take(c: Consumer, n: number, ms = 30_000): Promise<Message[]> {
 }
 
 describe("producer and consumer", () => {
-  test("round trip: value, key, headers, timestamp, partition and offset", async () => {
+  test.each([
+    ["native fetch loop", "native"],
+    ["plain FFI", "ffi"],
+  ] as const)("round trip (%s): value, key, headers, timestamp, partition and offset", async (_name, path) => {
     await using t = await topics([{ partitions: 3 }]);
     const [topic] = t.names as [string];
     const producer = new Producer(base);
     const before = Date.now();
+    // Bigger than a native fetch chunk: read through FFI between natively read ones, in order.
+    const big = new Uint8Array(400_000).map((_, i) => i % 251);
     const reports = await Promise.all([
       producer.send({ topic, key: "k1", value: "v1", headers: { "content-type": "text/plain", empty: "", ünï: "çødé ✓" } }),
       producer.send({ topic, key: new Uint8Array([0, 1, 2, 255]), value: new Uint8Array([9, 8, 7]), partition: 2 }),
       producer.send({ topic, value: null, key: "tombstone" }),
       producer.send({ topic, value: "", key: null }),
+      producer.send({ topic, key: "big", value: big, partition: 1, headers: { h: "1" } }),
+      ...Array.from({ length: 20 }, (_, i) => producer.send({ topic, key: `seq-${i}`, value: `${i}`, partition: 1 })),
     ]);
     const after = Date.now();
     await producer.close();
     expect(reports[1]!.partition).toBe(2);
     for (const r of reports) expect(r.topic).toBe(topic);
 
-    const c = consumer();
+    const c = consumer({}, { native: path === "native" });
+    expect(c.fetchPath).toBe(path);
     c.subscribe([topic]);
-    const got = await take(c, 4);
+    const got = await take(c, 25);
     await c.close();
+
+    const one = got.filter((m) => m.partition === 1);
+    expect(one.map((m) => m.offset)).toEqual(one.map((_, i) => one[0]!.offset + i));
+    const m5 = one.find((m) => str(m.key) === "big")!;
+    expect(Buffer.from(m5.value!).equals(Buffer.from(big))).toBe(true);
+    expect(m5.headers).toEqual({ h: "1" });
+    expect(one.filter((m) => str(m.key)!.startsWith("seq-")).map((m) => str(m.value))).toEqual(Array.from({ length: 20 }, (_, i) => `${i}`));
 
     const byKey = new Map(got.map((m) => [m.key === null ? "(null)" : Buffer.from(m.key).toString("hex"), m]));
     const m1 = byKey.get(Buffer.from("k1").toString("hex"))!;

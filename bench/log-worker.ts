@@ -297,8 +297,8 @@ export async function worker(o: LogWorkerBenchOptions, topic: string, url: strin
  */
 export async function consumeOnly(o: LogWorkerBenchOptions, topic: string): Promise<{ rate: number }> {
   const consumer = new Consumer(
-    { "bootstrap.servers": o.brokers, "group.id": `bench-consume-${crypto.randomUUID()}`, "queued.max.messages.kbytes": 16384 },
-    { maxBuffered: LOG_BATCH.maxMessages * 2 },
+    { "bootstrap.servers": o.brokers, "group.id": `bench-consume-${crypto.randomUUID()}` },
+    { maxBuffered: LOG_BATCH.maxMessages * 5 },
   );
   consumer.subscribe([topic]);
   let seen = 0;

@@ -35,6 +35,8 @@ export interface ConsumerOptions {
   maxBuffered?: number;
   /** false: read messages through plain FFI calls, not native.c (for comparison and tests). */
   native?: boolean;
+  /** How long a full buffer leaves messages in librdkafka's queue before partitions are paused (default 5 s). */
+  throttleHoldMs?: number;
 }
 
 export interface BatchOptions {
@@ -110,8 +112,17 @@ export class Consumer {
    * would lose them.
    */
   private held = new Map<string, Message[]>();
-  /** Fetching is paused because the buffer reached `maxBuffered`. */
+  /**
+   * The buffer reached `maxBuffered`: messages stay in librdkafka's queue (whose prefetch limit
+   * then stops fetching) until the caller has taken most of the buffer. Only if that takes longer
+   * than `throttleHoldMs` are the partitions paused (`throttlePaused`), so the queue can be served
+   * again: rebalances and errors wait behind messages, and librdkafka's max.poll.interval.ms counts.
+   * NOTE: pausing throws away what librdkafka prefetched and fetching restarts slowly after a
+   * resume; pausing at every full buffer cost a fast reader most of its throughput.
+   */
   private throttled = false;
+  private throttledAt = 0;
+  private throttlePaused = false;
   private rebalancing: Promise<void> = Promise.resolve();
   private readonly cooperative: boolean;
   private closing: Promise<void> | undefined;
@@ -161,9 +172,14 @@ export class Consumer {
     this.commitQueue = lib.rd_kafka_queue_new(this.client.rk)!;
     this.client.serveQueue(this.commitQueue);
     this.cooperative = String(config["partition.assignment.strategy"] ?? defaultAssignmentStrategy()).includes("cooperative");
-    // Backpressure: a full buffer pauses fetching (see `throttle`); the queue is still served, so
-    // rebalances, errors and librdkafka's max.poll.interval.ms keep working meanwhile.
-    if (this.native) this.client.poller = (queue) => this.pollFetched(queue);
+    // Backpressure: see `throttled`.
+    this.client.poller = (queue) => {
+      if (this.throttled && !this.throttlePaused && !this.closing) {
+        if (performance.now() - this.throttledAt < (options.throttleHoldMs ?? THROTTLE_HOLD_MS)) return "empty";
+        this.pauseForThrottle();
+      }
+      return this.native ? this.pollFetched(queue) : (lib.rd_kafka_queue_poll(queue, 0) ?? "empty");
+    };
     this.client.startEvents(this.consumerQueue);
   }
 
@@ -203,8 +219,7 @@ export class Consumer {
       if (this.closing) return;
       const batch = this.buffer.length <= maxMessages ? this.buffer : this.buffer.slice(0, maxMessages);
       this.buffer = this.buffer.length <= maxMessages ? [] : this.buffer.slice(maxMessages);
-      // NOTE: resume only once the buffer is mostly drained: pausing drops what librdkafka had
-      // prefetched (it is fetched again), so frequent pause/resume cycles cost throughput.
+      // NOTE: only once the buffer is mostly drained: fewer, longer turns of the throttle.
       if (this.throttled && this.buffer.length <= this.maxBuffered / 4) this.unthrottle();
       if (batch.length > 0) yield batch;
     }
@@ -273,22 +288,32 @@ export class Consumer {
       if (waiting) for (const m of waiting) this.buffer.push(m);
       this.held.delete(k);
     }
-    // While throttled they stay paused in librdkafka; unthrottle() resumes them with the rest.
-    if (!this.throttled) withList(parts, (list) => rdk().rd_kafka_resume_partitions(this.client.rk, list));
+    // While paused for the throttle they stay paused in librdkafka; unthrottle() resumes them.
+    if (!this.throttlePaused) withList(parts, (list) => rdk().rd_kafka_resume_partitions(this.client.rk, list));
     this.wake();
   }
 
   /** Stops fetching every assigned partition the caller did not pause itself. */
   private throttle(): void {
     this.throttled = true;
+    this.throttledAt = performance.now();
+  }
+
+  private pauseForThrottle(): void {
+    this.throttlePaused = true;
     const parts = this.assignment().filter((p) => !this.paused.has(tpKey(p)));
     if (parts.length) withList(parts, (list) => rdk().rd_kafka_pause_partitions(this.client.rk, list));
   }
 
   private unthrottle(): void {
     this.throttled = false;
-    const parts = this.assignment().filter((p) => !this.paused.has(tpKey(p)));
-    if (parts.length) withList(parts, (list) => rdk().rd_kafka_resume_partitions(this.client.rk, list));
+    if (this.throttlePaused) {
+      this.throttlePaused = false;
+      const parts = this.assignment().filter((p) => !this.paused.has(tpKey(p)));
+      if (parts.length) withList(parts, (list) => rdk().rd_kafka_resume_partitions(this.client.rk, list));
+    }
+    // No wake-up comes for messages that were already waiting.
+    setImmediate(() => this.client.drain());
   }
 
   private holdBack(m: Message): void {
@@ -377,6 +402,7 @@ export class Consumer {
         return ev as unknown as Pointer;
       }
       if (r[8]) return "empty";
+      if (this.throttled && !this.throttlePaused && !this.closing) return "empty";
     }
     return "yield";
   }
@@ -497,7 +523,7 @@ export class Consumer {
       if (err) this.opts.onError?.(KafkaError.fromCode(err, "assign"));
     }
     for (const p of parts) this.assigned.set(tpKey(p), p);
-    if (this.throttled) withList(parts, (list) => lib.rd_kafka_pause_partitions(this.client.rk, list));
+    if (this.throttlePaused) withList(parts, (list) => lib.rd_kafka_pause_partitions(this.client.rk, list));
     // NOTE: a throwing hook must not break the rebalance chain: every later rebalance (and close)
     // awaits it.
     try {
@@ -567,6 +593,9 @@ export class Consumer {
     this.buffer = [];
   }
 }
+
+/** How long a full buffer may keep messages waiting in librdkafka's queue before partitions are paused. */
+const THROTTLE_HOLD_MS = 5000;
 
 /** Most messages one native fetch call takes (it runs again while more are waiting). */
 const FETCH_MAX = 1000;

@@ -4,7 +4,9 @@
  * Throughput of the Kafka binding against kcat (C, the same librdkafka) on the same broker in the
  * same run: N messages of 200 bytes, `acks=all`, idempotent, then consumed `read_committed`. Both
  * get the same librdkafka settings (printed), so `ratio` (ours ÷ kcat, msgs/s) is what the binding
- * and Bun cost. Also prints the transactional producer's rate (concurrent `sendAll` of one message).
+ * and Bun cost. Ours produces twice: `send()` per message (a promise each) and `sendAll()` of
+ * 1,000 (a promise per call); each gets its ratio. Also prints the transactional producer's rate
+ * (concurrent `sendAll` of one message).
  *
  * Produce is timed from client start to the last delivery report (kcat: process start to exit).
  * Consume is timed from the first message to the N-th ("steady", the ratio) and from start
@@ -120,6 +122,23 @@ export async function produceOurs(o: KafkaBenchOptions, topic: string, value: Ui
   await producer.flush(120_000);
   await producer.close();
   if (failed) throw failed;
+  return rate(o.messages, o.size, performance.now() - t0, cpuSeconds() - cpu0);
+}
+
+/** Like `produceOurs`, through `sendAll` with `batch` messages per call: one promise per call. */
+export async function produceOursBatched(o: KafkaBenchOptions, topic: string, value: Uint8Array, batch = 1000): Promise<Rate> {
+  const cpu0 = cpuSeconds();
+  const t0 = performance.now();
+  const producer = new Producer({ "bootstrap.servers": o.brokers, ...PRODUCE_SETTINGS });
+  const calls = new Set<Promise<unknown>>();
+  for (let sent = 0; sent < o.messages; sent += batch) {
+    while (calls.size * batch >= o.window) await Promise.race(calls);
+    const messages = Array.from({ length: Math.min(batch, o.messages - sent) }, () => ({ topic, value }));
+    const call: Promise<unknown> = producer.sendAll(messages).finally(() => calls.delete(call));
+    calls.add(call);
+  }
+  await Promise.all(calls);
+  await producer.close();
   return rate(o.messages, o.size, performance.now() - t0, cpuSeconds() - cpu0);
 }
 
@@ -245,18 +264,21 @@ export async function main(args: string[]): Promise<number> {
       writeFileSync(file, lines);
     }
 
-    const produced: { ours: Rate[]; kcat: Rate[] } = { ours: [], kcat: [] };
+    const produced: { ours: Rate[]; batched: Rate[]; kcat: Rate[] } = { ours: [], batched: [], kcat: [] };
     const consumed: { ours: { steady: Rate; wall: Rate }[]; kcat: { steady: Rate; wall: Rate }[] } = { ours: [], kcat: [] };
     for (let round = 1; round <= o.rounds; round++) {
       const tag = o.rounds > 1 ? ` (round ${round})` : "";
       // A topic per round and side, so each produce starts from an empty log.
-      const roundTopics = { ours: `${run}-ours-${round}`, kcat: `${run}-kcat-${round}` };
+      const roundTopics = { ours: `${run}-ours-${round}`, batched: `${run}-batched-${round}`, kcat: `${run}-kcat-${round}` };
       await admin.createTopics(Object.values(roundTopics).map((name) => ({ name, partitions: o.partitions })));
       extraTopics.push(...Object.values(roundTopics));
 
       const ours = await produceOurs(o, roundTopics.ours, value);
       produced.ours.push(ours);
-      print(`produce ours  ${fmt(ours)}${tag}`);
+      print(`produce ours  ${fmt(ours)}  send() per message${tag}`);
+      const batched = await produceOursBatched(o, roundTopics.batched, value);
+      produced.batched.push(batched);
+      print(`produce ours  ${fmt(batched)}  sendAll() of 1,000${tag}`);
       if (o.kcat) {
         const kcat = await produceKcat(o, roundTopics.kcat, file);
         produced.kcat.push(kcat);
@@ -272,11 +294,13 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     if (o.kcat) {
-      const [po, pk] = [best(produced.ours), best(produced.kcat)];
+      const [po, pb, pk] = [best(produced.ours), best(produced.batched), best(produced.kcat)];
       const [co, ck] = [best(consumed.ours.map((c) => c.steady)), best(consumed.kcat.map((c) => c.steady))];
       const [cwo, cwk] = [best(consumed.ours.map((c) => c.wall)), best(consumed.kcat.map((c) => c.wall))];
       const cpuRatio = (a: Rate, b: Rate) => (a.cpu && b.cpu ? (b.cpu / a.cpu).toFixed(2) : "n/a");
-      print(`produce ratio=${(po.msgsPerSec / pk.msgsPerSec).toFixed(2)} (ours ${Math.round(po.msgsPerSec)} / kcat ${Math.round(pk.msgsPerSec)} msgs/s; cpu efficiency kcat/ours=${cpuRatio(po, pk)})`);
+      for (const [api, r] of [["send()", po], ["sendAll()", pb]] as const) {
+        print(`produce ratio=${(r.msgsPerSec / pk.msgsPerSec).toFixed(2)} ${api} (ours ${Math.round(r.msgsPerSec)} / kcat ${Math.round(pk.msgsPerSec)} msgs/s; cpu efficiency kcat/ours=${cpuRatio(r, pk)})`);
+      }
       print(
         `consume ratio=${(co.msgsPerSec / ck.msgsPerSec).toFixed(2)} (ours ${Math.round(co.msgsPerSec)} / kcat ${Math.round(ck.msgsPerSec)} msgs/s; ` +
           `wall ratio=${(cwo.msgsPerSec / cwk.msgsPerSec).toFixed(2)}; cpu efficiency kcat/ours=${cpuRatio(co, ck)})`,

@@ -147,6 +147,39 @@ describe("producer and consumer", () => {
     expect([m4.partition, m4.offset]).toEqual([reports[3]!.partition, reports[3]!.offset]);
   });
 
+  test("sendAll: one report per message, in order, across topics; the first failure rejects it; [] is []", async () => {
+    await using t = await topics([{ partitions: 3 }, { partitions: 1, config: { "max.message.bytes": "1000" } }]);
+    const [a, small] = t.names as [string, string];
+    const producer = new Producer(base);
+    try {
+      expect(await producer.sendAll([])).toEqual([]);
+      const messages = Array.from({ length: 50 }, (_, i) => ({ topic: i % 2 ? small : a, key: `k${i}`, value: `v${i}`, partition: i % 2 ? 0 : i % 3 }));
+      const reports = await producer.sendAll(messages);
+      expect(reports.map((r) => [r.topic, r.partition])).toEqual(messages.map((m) => [m.topic, m.partition]));
+      const offsets = (topic: string, partition: number) => reports.filter((r) => r.topic === topic && r.partition === partition).map((r) => r.offset);
+      expect(offsets(small, 0)).toEqual(Array.from({ length: 25 }, (_, i) => offsets(small, 0)[0]! + i));
+
+      // librdkafka refuses the middle one (over the producer's message.max.bytes): the call rejects
+      // with its error, and the others are still delivered.
+      const strict = new Producer({ ...base, "message.max.bytes": 10_000 });
+      const mixed = [{ topic: a, partition: 0, value: "before" }, { topic: a, partition: 0, value: "x".repeat(20_000) }, { topic: a, partition: 0, value: "after" }];
+      const err = await strict.sendAll(mixed).then(
+        () => undefined,
+        (e: KafkaError) => e,
+      );
+      expect(err).toBeInstanceOf(KafkaError);
+      expect(err!.codeName).toBe("MSG_SIZE_TOO_LARGE");
+      await strict.close();
+      const c = consumer();
+      c.subscribe([a]);
+      const got = await take(c, 27);
+      await c.close();
+      expect(got.filter((m) => m.partition === 0).map((m) => str(m.value)).slice(-2)).toEqual(["before", "after"]);
+    } finally {
+      await producer.close();
+    }
+  });
+
   test("per-key order: each key's messages arrive in order, from one partition", async () => {
     await using t = await topics([{ partitions: 6 }]);
     const [topic] = t.names as [string];

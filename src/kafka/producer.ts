@@ -19,10 +19,70 @@ export interface ProducerOptions {
   queueFullTimeoutMs?: number;
 }
 
+/** What awaits a delivery report: one `send`, or a `sendAll` batch (under each of its ids). */
 interface Pending {
-  topic: string;
-  resolve(report: DeliveryReport): void;
-  reject(err: KafkaError): void;
+  topicOf(id: number): string;
+  deliver(id: number, partition: number, offset: number): void;
+  fail(id: number, err: KafkaError): void;
+}
+
+class OneSend implements Pending {
+  constructor(
+    private readonly topic: string,
+    private readonly resolve: (report: DeliveryReport) => void,
+    private readonly reject: (err: KafkaError) => void,
+  ) {}
+
+  topicOf(): string {
+    return this.topic;
+  }
+
+  deliver(_id: number, partition: number, offset: number): void {
+    this.resolve({ topic: this.topic, partition, offset });
+  }
+
+  fail(_id: number, err: KafkaError): void {
+    this.reject(err);
+  }
+}
+
+/**
+ * The messages of one `sendAll`, under consecutive ids from `firstId`: one promise and no
+ * closures per message. Like `Promise.all`, the first failure rejects it.
+ */
+class SendBatch implements Pending {
+  firstId = 0;
+  private remaining: number;
+  private settled = false;
+  private readonly reports: DeliveryReport[];
+
+  constructor(
+    private readonly messages: OutgoingMessage[],
+    private readonly resolve: (reports: DeliveryReport[]) => void,
+    private readonly reject: (err: KafkaError) => void,
+  ) {
+    this.remaining = messages.length;
+    this.reports = new Array(messages.length);
+  }
+
+  topicOf(id: number): string {
+    return this.messages[id - this.firstId]!.topic;
+  }
+
+  deliver(id: number, partition: number, offset: number): void {
+    this.reports[id - this.firstId] = { topic: this.topicOf(id), partition, offset };
+    if (--this.remaining === 0 && !this.settled) {
+      this.settled = true;
+      this.resolve(this.reports);
+    }
+  }
+
+  fail(_id: number, err: KafkaError): void {
+    this.remaining--;
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(err);
+  }
 }
 
 interface Blocked {
@@ -183,8 +243,8 @@ export class VuEncoder {
  * `id & mask` does what a Map would; NOTE: a Map with ~100k entries churning costs ~0.5 µs per
  * send, more than everything else the binding does for it.
  */
-export class PendingSends {
-  private slots: (Pending | undefined)[];
+export class PendingSends<T> {
+  private slots: (T | undefined)[];
   private mask: number;
   /** No live id is below `head`; the next id is `tail`. */
   private head = 1;
@@ -196,7 +256,7 @@ export class PendingSends {
     this.mask = capacity - 1;
   }
 
-  add(p: Pending): number {
+  add(p: T): number {
     const id = this.tail;
     if (id - this.head >= this.slots.length) this.makeRoom();
     this.slots[id & this.mask] = p;
@@ -210,7 +270,7 @@ export class PendingSends {
   }
 
   /** Removes and returns the send `id`, if it is still pending. */
-  take(id: number): Pending | undefined {
+  take(id: number): T | undefined {
     if (id < this.head || id >= this.tail) return undefined;
     const slot = id & this.mask;
     const p = this.slots[slot];
@@ -221,21 +281,26 @@ export class PendingSends {
   }
 
   /** Removes and returns every pending send. */
-  takeAll(): Pending[] {
-    const all: Pending[] = [];
+  takeAll(): T[] {
+    const all: T[] = [];
+    this.takeEach((p) => all.push(p));
+    return all;
+  }
+
+  /** Removes every pending send, handing each to `fn` with its id. */
+  takeEach(fn: (p: T, id: number) => void): void {
     for (let id = this.head; id < this.tail; id++) {
       const p = this.take(id);
-      if (p) all.push(p);
+      if (p) fn(p, id);
     }
     this.head = this.tail;
-    return all;
   }
 
   private makeRoom(): void {
     while (this.head < this.tail && this.slots[this.head & this.mask] === undefined) this.head++;
     if (this.tail - this.head < this.slots.length) return;
     // The oldest pending send is a whole ring behind: grow, keeping each id at `id & mask`.
-    const bigger: (Pending | undefined)[] = new Array(this.slots.length * 2).fill(undefined);
+    const bigger: (T | undefined)[] = new Array(this.slots.length * 2).fill(undefined);
     const mask = bigger.length - 1;
     for (let id = this.head; id < this.tail; id++) bigger[id & mask] = this.slots[id & this.mask];
     this.slots = bigger;
@@ -244,7 +309,7 @@ export class PendingSends {
 }
 
 /** Reads delivery reports out of a DR event and settles the matching sends. */
-export function settleDeliveries(ev: Pointer, pending: PendingSends, scratch: Uint32Array): number {
+export function settleDeliveries(ev: Pointer, pending: PendingSends<Pending>, scratch: Uint32Array): number {
   const lib = rdk();
   const scratchAddr = ptr(scratch);
   const max = scratch.length / 2;
@@ -254,15 +319,13 @@ export function settleDeliveries(ev: Pointer, pending: PendingSends, scratch: Ui
     for (let i = 0; i < n; i++) {
       // Message pointers as two 32-bit halves: no BigInt per delivery.
       const m = (scratch[2 * i]! + scratch[2 * i + 1]! * 4294967296) as unknown as Pointer;
-      const p = pending.take(read.ptr(m, MESSAGE.opaque) as number);
+      const id = read.ptr(m, MESSAGE.opaque) as number;
+      const p = pending.take(id);
       if (!p) continue;
       settled++;
       const err = read.i32(m, MESSAGE.err);
-      if (err === ERR.NO_ERROR) {
-        p.resolve({ topic: p.topic, partition: read.i32(m, MESSAGE.partition), offset: readInt64(m, MESSAGE.offset) });
-      } else {
-        p.reject(KafkaError.fromCode(err, `delivery to ${p.topic} failed`));
-      }
+      if (err === ERR.NO_ERROR) p.deliver(id, read.i32(m, MESSAGE.partition), readInt64(m, MESSAGE.offset));
+      else p.fail(id, KafkaError.fromCode(err, `delivery to ${p.topicOf(id)} failed`));
     }
     if (n < max) return settled;
   }
@@ -270,7 +333,7 @@ export function settleDeliveries(ev: Pointer, pending: PendingSends, scratch: Ui
 
 export class Producer implements MessageSink {
   protected readonly client: NativeClient;
-  protected readonly pending = new PendingSends();
+  protected readonly pending = new PendingSends<Pending>();
   private readonly encoder = new VuEncoder();
   private readonly backlog: Blocked[] = [];
   /** Message pointers of one DR event, as 32-bit halves. */
@@ -325,18 +388,34 @@ export class Producer implements MessageSink {
       return Promise.reject(new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false }));
     }
     return new Promise<DeliveryReport>((resolve, reject) => {
-      const id = this.pending.add({ topic: msg.topic, resolve, reject });
-      if (this.backlog.length > 0) {
-        this.backlog.push({ msg, id, since: performance.now() });
-        this.scheduleBacklog();
-        return;
-      }
-      this.produce(msg, id, -1);
+      this.enqueue(msg, this.pending.add(new OneSend(msg.topic, resolve, reject)));
     });
   }
 
+  /** Sends every message; settles with their reports in order, or with the first failure. */
   sendAll(messages: OutgoingMessage[]): Promise<DeliveryReport[]> {
-    return Promise.all(messages.map((m) => this.send(m)));
+    if (this.closing || this.client.isDestroyed) {
+      return Promise.reject(new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false }));
+    }
+    if (messages.length === 0) return Promise.resolve([]);
+    return new Promise<DeliveryReport[]>((resolve, reject) => {
+      const batch = new SendBatch(messages, resolve, reject);
+      // Ids are consecutive: nothing else adds to `pending` during this loop.
+      for (let i = 0; i < messages.length; i++) {
+        const id = this.pending.add(batch);
+        if (i === 0) batch.firstId = id;
+        this.enqueue(messages[i]!, id);
+      }
+    });
+  }
+
+  private enqueue(msg: OutgoingMessage, id: number): void {
+    if (this.backlog.length > 0) {
+      this.backlog.push({ msg, id, since: performance.now() });
+      this.scheduleBacklog();
+      return;
+    }
+    this.produce(msg, id, -1);
   }
 
   /**
@@ -358,7 +437,7 @@ export class Producer implements MessageSink {
         return false;
       }
     }
-    this.pending.take(id)?.reject(err);
+    this.pending.take(id)?.fail(id, err);
     this.notifyIdle();
     return true;
   }
@@ -405,7 +484,7 @@ export class Producer implements MessageSink {
 
   private failAll(err: KafkaError): void {
     this.backlog.length = 0;
-    for (const p of this.pending.takeAll()) p.reject(err);
+    this.pending.takeEach((p, id) => p.fail(id, err));
     this.notifyIdle();
   }
 

@@ -35,6 +35,23 @@ describe("isoToUnixNanos", () => {
     expect(isoToUnixNanos(iso)).toBe(ns);
   });
 
+  test("the same-second shortcut gives what the full conversion gives, and only for that second", () => {
+    const cases: [string, string | undefined][] = [
+      ["2024-05-01T12:00:07.5Z", "1714564807500000000"],
+      ["2024-05-01T12:00:07.25Z", "1714564807250000000"],
+      ["2024-05-01T12:00:07Z", "1714564807000000000"],
+      ["2024-05-01T12:00:07.1234567891Z", "1714564807123456789"],
+      ["2024-05-01T12:00:07,5Z", "1714564807500000000"],
+      ["2024-05-01T12:00:07.5+01:00", "1714561207500000000"],
+      ["2024-05-01T12:00:07.Z", undefined],
+      ["2024-05-01T12:00:07.5xZ", undefined],
+      ["2024-05-01T12:00:07.5z", "1714564807500000000"],
+      ["2024-05-01T12:00:08.5Z", "1714564808500000000"],
+      ["2024-05-01T12:00:07.5Z", "1714564807500000000"],
+    ];
+    for (const [iso, ns] of cases) expect([iso, isoToUnixNanos(iso)]).toEqual([iso, ns]);
+  });
+
   test("agrees with Date.parse to the millisecond for the api's own timestamps", () => {
     const iso = new Date(1_714_564_800_123).toISOString();
     expect(BigInt(isoToUnixNanos(iso)!) / 1_000_000n).toBe(BigInt(Date.parse(iso)));

@@ -6,7 +6,11 @@ import type { DeliveryReport, Message, MessageSink, OutgoingMessage } from "../k
 import { silentLogger } from "../logger.ts";
 import { createLokiSink } from "./loki-sink.ts";
 import { createLogMetrics } from "./metrics.ts";
-import { backoffDelay, decodeLogMessage, LOG_BATCH, shipBatch, splitPushes, toDeadLetterMessage, type ShipDeps } from "./ship.ts";
+import * as v from "valibot";
+import { rng } from "../api/fakes.ts";
+import { LogEventSchema } from "../contracts.ts";
+import { toLokiEntry } from "./loki-format.ts";
+import { backoffDelay, decodeLogMessage, isPlainLogEvent, LOG_BATCH, shipBatch, splitPushes, toDeadLetterMessage, type ShipDeps } from "./ship.ts";
 
 /** Records every `sendAll`; can fail the next N calls. */
 class FakeDlq implements MessageSink {
@@ -107,8 +111,8 @@ describe("shipBatch delivers", () => {
     expect(loki.counters.duplicates).toBe(0);
   });
 
-  test("limits: 10,000 messages or 1 s per batch, ~1 MiB per push, two pushes at once", () => {
-    expect(LOG_BATCH).toEqual({ maxMessages: 10_000, maxWaitMs: 1000, maxPushBytes: 1024 * 1024, maxInFlight: 2 });
+  test("limits: 20,000 messages or 1 s per batch, ~1 MiB per push, two pushes at once", () => {
+    expect(LOG_BATCH).toEqual({ maxMessages: 20_000, maxWaitMs: 1000, maxPushBytes: 1024 * 1024, maxInFlight: 2 });
   });
 
   test("an empty batch does nothing", async () => {
@@ -378,5 +382,40 @@ describe("shipBatch pipelines its pushes", () => {
     expect(pushes.flat().map((p) => p.i)).toEqual(items.map((p) => p.i));
     for (const p of pushes) expect(p.length).toBeLessThanOrEqual(9); // 109 bytes each
     expect(splitPushes([{ entry: { labels: {}, ts: "1", line: "big" }, bytes: 5000 }], 1000)).toHaveLength(1);
+  });
+});
+
+describe("isPlainLogEvent, the shortcut past LogEventSchema", () => {
+  test("accepts only what the schema accepts, and the usual event; decoding gives the schema's entry", () => {
+    const r = rng(7);
+    const anyValue = () => r.pick<unknown>(["s", "", 1, null, true, [], {}, undefined, "INFO", "info", "Warn", "TRACE"]);
+    const fields = ["id", "level", "message", "command", "source", "timestamp", "idempotency_key"];
+    let accepted = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const x: Record<string, unknown> = {
+        id: "0193a2b4", level: r.pick(["INFO", "ERROR", "info", "Warn", "TRACE"]), message: "m", command: "create_user",
+        source: "it", timestamp: "2025-01-01T00:00:00.123Z", idempotency_key: "k",
+      };
+      for (let k = r.int(3); k > 0; k--) {
+        const f = r.pick(fields);
+        if (r.int(4) === 0) delete x[f];
+        else x[f] = anyValue();
+      }
+      if (r.int(10) === 0) x.extra = anyValue();
+      const value = r.int(50) === 0 ? r.pick<unknown>([null, [], "s", 1]) : x;
+      if (isPlainLogEvent(value)) {
+        accepted++;
+        expect([value, v.is(LogEventSchema, value)]).toEqual([value, true]);
+        const m = { value: new TextEncoder().encode(JSON.stringify(value)) } as Message;
+        let viaSchema: ReturnType<typeof decodeLogMessage>;
+        try {
+          viaSchema = { ok: true as const, entry: toLokiEntry(v.parse(LogEventSchema, value)) };
+        } catch (err) {
+          viaSchema = { ok: false as const, error: `value is not a LogEvent: ${(err as Error).message}` };
+        }
+        expect(decodeLogMessage(m)).toEqual(viaSchema);
+      }
+    }
+    expect(accepted).toBeGreaterThan(1000);
   });
 });

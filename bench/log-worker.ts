@@ -25,7 +25,7 @@
  * ```sh
  * bun run bench log-worker                     # 500,000 events
  * bun run bench log-worker --events 100000
- * bun run bench log-worker --rounds 3           # best of 3 each, alternating
+ * bun run bench log-worker --rounds 1           # one run each (default: best of 3 each, alternating)
  * bun bench/log-worker.ts --events 200000 --brokers 127.0.0.1:9092
  * ```
  */
@@ -45,7 +45,7 @@ export interface LogWorkerBenchOptions {
   brokers: string;
   /** Run only one side (for profiling); no ratio then. */
   only?: "floor" | "worker";
-  /** Floor and worker runs each, alternating; the best of each counts (default 1). */
+  /** Floor and worker runs each, alternating; the best of each counts (default 3: the machine is noisy). */
   rounds?: number;
 }
 
@@ -380,7 +380,7 @@ export async function main(args: string[]): Promise<number> {
     // With --rounds R, floor and worker run R times, alternating; the best of each counts.
     let f: Awaited<ReturnType<typeof floor>> | undefined;
     let w: Awaited<ReturnType<typeof worker>> | undefined;
-    const rounds = o.rounds ?? 1;
+    const rounds = o.rounds ?? 3;
     for (let round = 1; round <= rounds; round++) {
       const tag = rounds > 1 ? ` (round ${round})` : "";
       if (o.only !== "worker") {

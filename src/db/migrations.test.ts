@@ -26,6 +26,7 @@ describe("loadMigrations", () => {
       [1, "init"],
       [2, "users_display_name"],
       [3, "idempotency_log_event_id"],
+      [4, "idempotency_log_processed_at_brin"],
     ]);
     expect(list[0]!.file).toBe("sql/migrations/0001_init.sql");
     expect(list[0]!.sql).toContain("CREATE TABLE idempotency_log");

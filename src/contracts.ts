@@ -105,6 +105,16 @@ export type CommandResult = v.InferOutput<typeof CommandResultSchema>;
  */
 export const CommandStatusSchema = v.variant("status", [
   v.object({ id: v.string(), status: v.literal("pending") }),
+  /** Its idempotency key was processed before, by `original_id`: this command had no effect. */
+  v.object({
+    id: v.string(),
+    status: v.literal("duplicate"),
+    idempotency_key: v.string(),
+    /** The command that was applied (or failed) under the key; null once its row was pruned. */
+    original_id: v.nullable(v.string()),
+    /** ISO 8601: when the duplicate was found. */
+    processed_at: v.string(),
+  }),
   v.object({
     id: v.string(),
     status: v.picklist(["applied", "failed"]),

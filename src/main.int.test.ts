@@ -111,6 +111,20 @@ describe("ROLE=all", () => {
       );
       expect(line.labels).toMatchObject({ service: "kitsune", level: "info", source: "user-service", command: "create_user" });
       expect(JSON.parse(line.line)).toMatchObject({ message: "User registration triggered", id: body.id, idempotency_key: key });
+
+      // A client retrying with the same key gets an id of its own, which GET /commands/:id answers.
+      const retry = await execute(port, { ...ORIGINAL, metadata: { ...ORIGINAL.metadata, idempotency_key: key } });
+      expect(retry.status).toBe(202);
+      const second = (await retry.json()) as { id: string };
+      expect(second.id).not.toBe(body.id);
+      const status = (id: string) =>
+        fetch(`http://127.0.0.1:${port}/commands/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json() as Promise<Record<string, unknown>>);
+      const dup = await waitFor("the retry's status", async () => {
+        const s = await status(second.id);
+        return s.status === "pending" ? undefined : s;
+      });
+      expect(dup).toEqual({ id: second.id, status: "duplicate", idempotency_key: key, original_id: body.id, processed_at: expect.any(String) });
+      expect(await status(body.id)).toMatchObject({ id: body.id, status: "applied", rows_affected: 1 });
     } finally {
       proc.kill("SIGTERM");
       await proc.exited;

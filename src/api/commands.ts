@@ -100,7 +100,13 @@ export function pgCommandStatuses(sql: Sql): CommandStatuses {
         SELECT key, event_id, command, version, status, rows_affected, error, processed_at
         FROM idempotency_log WHERE event_id = ${id} LIMIT 1`;
       const row = rows[0];
-      if (!row) return { id, status: "pending" };
+      if (!row) {
+        const [dup] = await sql<{ key: string; original_id: string | null; processed_at: Date }[]>`
+          SELECT d.key, l.event_id AS original_id, d.processed_at
+          FROM idempotency_duplicates d LEFT JOIN idempotency_log l ON l.key = d.key WHERE d.event_id = ${id} LIMIT 1`;
+        if (!dup) return { id, status: "pending" };
+        return { id, status: "duplicate", idempotency_key: dup.key, original_id: dup.original_id, processed_at: new Date(dup.processed_at).toISOString() };
+      }
       return {
         id: row.event_id,
         status: row.status,

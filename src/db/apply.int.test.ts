@@ -31,7 +31,7 @@ beforeAll(async () => {
 });
 afterAll(() => db?.drop());
 beforeEach(async () => {
-  await db.sql`TRUNCATE users, idempotency_log`;
+  await db.sql`TRUNCATE users, idempotency_log, idempotency_duplicates`;
 });
 
 let seq = 0;
@@ -123,6 +123,9 @@ describe("idempotency", () => {
     });
     expect((await users()).length).toBe(1);
     expect((await log()).length).toBe(1);
+    // The duplicate's own id is recorded, for GET /commands/:id; the original's redelivery is not.
+    await applyBatch(db.sql, registry, [first]);
+    expect([...(await db.sql`SELECT event_id, key FROM idempotency_duplicates`)]).toEqual([{ event_id: "evt-redelivered", key: "k-1" }]);
   });
 
   test("the same key twice in one batch applies once", async () => {
@@ -245,7 +248,7 @@ describe("pipelining", () => {
 
   test(`clean batches of any size around the window (${PIPELINE_WINDOW})`, async () => {
     for (const n of [1, 2, PIPELINE_WINDOW - 1, PIPELINE_WINDOW, PIPELINE_WINDOW + 1, PIPELINE_WINDOW * 3 + 5]) {
-      await db.sql`TRUNCATE users, idempotency_log`;
+      await db.sql`TRUNCATE users, idempotency_log, idempotency_duplicates`;
       const batch = Array.from({ length: n }, (_, i) => event("create_user", { name: `u${i}`, email: `u${i}@example.com` }));
       const outcomes = await applyBatch(db.sql, registry, batch);
       expect(outcomes.map((o) => [o.result.id, o.result.status])).toEqual(batch.map((e) => [e.id, "applied"]));

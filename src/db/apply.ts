@@ -20,7 +20,7 @@
  *   if (o.result.status === "failed") await deadLetter(o.event, o.result.error);
  * }
  */
-import type { Sql } from "postgres";
+import type { ReservedSql, Sql } from "postgres";
 import type { CommandDef, CommandEvent, CommandLookup, CommandResult } from "../contracts.ts";
 import { classifySqlError, isConnectionLost, RetriableBatchError, sqlstateOf, SYNTHETIC_SQLSTATE } from "./errors.ts";
 import { runEvents, type Decision, type RunnableEvent, type SqlFailure, type StoredResult } from "./event-pipeline.ts";
@@ -57,7 +57,11 @@ export async function applyBatch(sql: Sql, registry: CommandLookup, events: Comm
   let decisions: Decision[] = [];
   if (runnable.length > 0) {
     try {
-      decisions = await withTransaction(sql, (tx) => runEvents(tx, runnable));
+      decisions = await withTransaction(sql, async (tx) => {
+        const decided = await runEvents(tx, runnable);
+        await recordDuplicates(tx, runnable, decided);
+        return decided;
+      });
     } catch (err) {
       if (isRetriable(err)) throw new RetriableBatchError(err);
       throw err;
@@ -98,6 +102,26 @@ function planEvent(registry: CommandLookup, event: CommandEvent): Plan {
     return { kind: "refuse", event, def, error: { sqlstate: SYNTHETIC_SQLSTATE.invalidPayload, message } };
   }
   return { kind: "run", event, def, values: bound.values };
+}
+
+const RECORD_DUPLICATES = `INSERT INTO idempotency_duplicates (event_id, key)
+SELECT event_id, key FROM jsonb_to_recordset($1::jsonb) AS v(event_id text, key text)
+ON CONFLICT (event_id) DO NOTHING`;
+
+/**
+ * Records the ids of the events found to be duplicates (`idempotency_duplicates`), so that
+ * GET /commands/<their id> can say so. A redelivered duplicate keeps its first row.
+ */
+async function recordDuplicates(tx: ReservedSql, events: RunnableEvent[], decisions: Decision[]): Promise<void> {
+  const rows = events
+    .filter(({ event }, i) => {
+      const d = decisions[i];
+      // The same event delivered again is found under its own id already.
+      return d?.status === "duplicate" && d.original?.event_id !== event.id;
+    })
+    .map(({ event }) => ({ event_id: event.id, key: event.metadata.idempotency_key }));
+  if (rows.length === 0) return;
+  await tx.unsafe(RECORD_DUPLICATES, [tx.json(rows)], { prepare: true });
 }
 
 function isRetriable(err: unknown): boolean {

@@ -22,11 +22,11 @@ describe("migrate", () => {
   test("applies the shipped migrations once, in the connection's schema", async () => {
     const { sql, schema: name } = await schema();
     const first = await migrate(sql, "./sql");
-    expect(first.applied.map((x) => x.version)).toEqual([1, 2, 3, 4]);
-    expect(first.current).toBe(4);
+    expect(first.applied.map((x) => x.version)).toEqual([1, 2, 3, 4, 5]);
+    expect(first.current).toBe(5);
 
     const again = await migrate(sql, "./sql");
-    expect(again).toEqual({ applied: [], current: 4 });
+    expect(again).toEqual({ applied: [], current: 5 });
 
     const rows = await sql`SELECT version, name FROM kitsune_migrations ORDER BY version`;
     expect(rows.map((r) => [r.version, r.name])).toEqual([
@@ -34,9 +34,10 @@ describe("migrate", () => {
       [2, "users_display_name"],
       [3, "idempotency_log_event_id"],
       [4, "idempotency_log_processed_at_brin"],
+      [5, "idempotency_duplicates"],
     ]);
     const tables = await sql`SELECT table_name FROM information_schema.tables WHERE table_schema = ${name} ORDER BY 1`;
-    expect(tables.map((t) => t.table_name)).toEqual(["idempotency_log", "kitsune_migrations", "users"]);
+    expect(tables.map((t) => t.table_name)).toEqual(["idempotency_duplicates", "idempotency_log", "kitsune_migrations", "users"]);
     const [index] = await sql`SELECT indexdef FROM pg_indexes WHERE schemaname = ${name} AND indexname = 'idempotency_log_processed_at'`;
     expect(index?.indexdef).toContain("USING brin (processed_at)");
   });

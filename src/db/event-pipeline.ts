@@ -90,18 +90,15 @@ WHERE key IN (SELECT jsonb_array_elements_text($1::jsonb))`;
 const BATCH_SAVEPOINT = "SAVEPOINT kitsune_batch";
 const BATCH_RELEASE = "RELEASE SAVEPOINT kitsune_batch";
 const BATCH_ROLLBACK = "ROLLBACK TO SAVEPOINT kitsune_batch; RELEASE SAVEPOINT kitsune_batch";
-// Claims the keys not processed before and returns the others (the taken ones, usually none): one
-// statement does the lookup and the claim. Like CLAIM it waits for a concurrent, uncommitted claim
-// of a key, and finds the key taken only if that one commits. NOTE: in key order, so two batches
-// claiming the same keys wait for each other instead of deadlocking.
-const CLAIM_MANY = `WITH v AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS v(key text, event_id text, command text, version text)
-), claimed AS (
-  INSERT INTO idempotency_log (key, event_id, command, version, status, rows_affected)
-  SELECT key, event_id, command, version, 'applied', ${ASSUMED_ROWS} FROM v ORDER BY key
-  ON CONFLICT (key) DO NOTHING RETURNING key
-)
-SELECT key FROM v EXCEPT SELECT key FROM claimed`;
+// Claims the keys not processed before and returns those it claimed; the others are taken (usually
+// none). Like CLAIM it waits for a concurrent, uncommitted claim of a key, and finds the key taken
+// only if that one commits. NOTE: in key order, so two batches claiming the same keys wait for each
+// other instead of deadlocking. NOTE: the taken keys are worked out here, not with `EXCEPT` in SQL,
+// which cost PostgreSQL ~1.7 µs a key more than reading the claimed keys costs the client.
+const CLAIM_MANY = `INSERT INTO idempotency_log (key, event_id, command, version, status, rows_affected)
+SELECT key, event_id, command, version, 'applied', ${ASSUMED_ROWS}
+FROM jsonb_to_recordset($1::jsonb) AS v(key text, event_id text, command text, version text)
+ORDER BY key ON CONFLICT (key) DO NOTHING RETURNING key`;
 /** Tries with the taken keys guessed wrong before a batch goes one by one. */
 const GUESSES = 3;
 
@@ -172,7 +169,9 @@ async function tryTogether(
   // NOTE: after a failure PostgreSQL refuses the statements sent behind it (25P02); `send` has
   // handled their rejections, and a rollback queues behind them.
 
-  const taken = new Set((await claim).map((row) => row.key as string));
+  const claimed = new Set((await claim).map((row) => row.key as string));
+  const taken = new Set<string>();
+  for (const { key } of keys) if (!claimed.has(key)) taken.add(key);
   if (taken.size !== guess.size || [...taken].some((k) => !guess.has(k))) {
     await tx.unsafe(BATCH_ROLLBACK);
     return { taken };

@@ -22,11 +22,11 @@ describe("migrate", () => {
   test("applies the shipped migrations once, in the connection's schema", async () => {
     const { sql, schema: name } = await schema();
     const first = await migrate(sql, "./sql");
-    expect(first.applied.map((x) => x.version)).toEqual([1, 2, 3, 4, 5]);
-    expect(first.current).toBe(5);
+    expect(first.applied.map((x) => x.version)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(first.current).toBe(6);
 
     const again = await migrate(sql, "./sql");
-    expect(again).toEqual({ applied: [], current: 5 });
+    expect(again).toEqual({ applied: [], current: 6 });
 
     const rows = await sql`SELECT version, name FROM kitsune_migrations ORDER BY version`;
     expect(rows.map((r) => [r.version, r.name])).toEqual([
@@ -35,11 +35,14 @@ describe("migrate", () => {
       [3, "idempotency_log_event_id"],
       [4, "idempotency_log_processed_at_brin"],
       [5, "idempotency_duplicates"],
+      [6, "idempotency_log_event_id_hash"],
     ]);
     const tables = await sql`SELECT table_name FROM information_schema.tables WHERE table_schema = ${name} ORDER BY 1`;
     expect(tables.map((t) => t.table_name)).toEqual(["idempotency_duplicates", "idempotency_log", "kitsune_migrations", "users"]);
     const [index] = await sql`SELECT indexdef FROM pg_indexes WHERE schemaname = ${name} AND indexname = 'idempotency_log_processed_at'`;
     expect(index?.indexdef).toContain("USING brin (processed_at)");
+    const [byId] = await sql`SELECT indexdef FROM pg_indexes WHERE schemaname = ${name} AND indexname = 'idempotency_log_event_id'`;
+    expect(byId?.indexdef).toContain("USING hash (event_id)");
   });
 
   test("applies only what is new", async () => {

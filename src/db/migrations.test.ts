@@ -28,6 +28,7 @@ describe("loadMigrations", () => {
       [3, "idempotency_log_event_id"],
       [4, "idempotency_log_processed_at_brin"],
       [5, "idempotency_duplicates"],
+      [6, "idempotency_log_event_id_hash"],
     ]);
     expect(list[0]!.file).toBe("sql/migrations/0001_init.sql");
     expect(list[0]!.sql).toContain("CREATE TABLE idempotency_log");

@@ -94,11 +94,13 @@ const BATCH_ROLLBACK = "ROLLBACK TO SAVEPOINT kitsune_batch; RELEASE SAVEPOINT k
 // none). Like CLAIM it waits for a concurrent, uncommitted claim of a key, and finds the key taken
 // only if that one commits. NOTE: in key order, so two batches claiming the same keys wait for each
 // other instead of deadlocking. NOTE: the taken keys are worked out here, not with `EXCEPT` in SQL,
-// which cost PostgreSQL ~1.7 µs a key more than reading the claimed keys costs the client.
+// which cost PostgreSQL ~1.7 µs a key more than reading the claimed keys costs the client. The
+// order only has to be the same for every worker: byte order ("C") sorts in half the time of a
+// locale's (measured with C.UTF-8; other locales cost more).
 const CLAIM_MANY = `INSERT INTO idempotency_log (key, event_id, command, version, status, rows_affected)
 SELECT key, event_id, command, version, 'applied', ${ASSUMED_ROWS}
 FROM jsonb_to_recordset($1::jsonb) AS v(key text, event_id text, command text, version text)
-ORDER BY key ON CONFLICT (key) DO NOTHING RETURNING key`;
+ORDER BY key COLLATE "C" ON CONFLICT (key) DO NOTHING RETURNING key`;
 /** Tries with the taken keys guessed wrong before a batch goes one by one. */
 const GUESSES = 3;
 

@@ -122,13 +122,18 @@ describe("PendingSends", () => {
     expect(p.size).toBe(0);
   });
 
-  test("takeAll returns every pending send once", () => {
+  test("takeEach hands over every pending send once, with its id", () => {
     const p = new PendingSends<{ topic: string }>(4);
     const ids = Array.from({ length: 10 }, (_, i) => p.add(entry(String(i))));
     p.take(ids[3]!);
-    expect(p.takeAll().map((e) => e.topic)).toEqual(["0", "1", "2", "4", "5", "6", "7", "8", "9"]);
+    const all = () => {
+      const taken: [string, number][] = [];
+      p.takeEach((e, id) => taken.push([e.topic, id]));
+      return taken;
+    };
+    expect(all()).toEqual(["0", "1", "2", "4", "5", "6", "7", "8", "9"].map((t) => [t, ids[Number(t)]!]));
     expect(p.size).toBe(0);
-    expect(p.takeAll()).toEqual([]);
+    expect(all()).toEqual([]);
     const next = p.add(entry("after"));
     expect(p.take(next)?.topic).toBe("after");
   });

@@ -280,13 +280,6 @@ export class PendingSends<T> {
     return p;
   }
 
-  /** Removes and returns every pending send. */
-  takeAll(): T[] {
-    const all: T[] = [];
-    this.takeEach((p) => all.push(p));
-    return all;
-  }
-
   /** Removes every pending send, handing each to `fn` with its id. */
   takeEach(fn: (p: T, id: number) => void): void {
     for (let id = this.head; id < this.tail; id++) {

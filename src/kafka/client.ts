@@ -46,6 +46,9 @@ export type EventHandler = (event: Pointer, type: number) => void;
  */
 export type Poller = (queue: Pointer) => Pointer | "empty" | "yield";
 
+/** Events (or fetched messages) served in one turn before drain() yields to the event loop. */
+export const EVENTS_PER_TURN = 5000;
+
 /** The process-wide wake-up pipe and the clients it wakes. */
 const wakeup = {
   readFd: -1,
@@ -161,7 +164,7 @@ export class NativeClient {
           if (this.destroyed) return;
         }
       }
-      for (let i = 0; i < 5000; i++) {
+      for (let i = 0; i < EVENTS_PER_TURN; i++) {
         const ev = this.poller ? this.poller(queue) : lib.rd_kafka_queue_poll(queue, 0);
         if (ev === "yield") break;
         if (!ev || ev === "empty") return;

@@ -12,7 +12,7 @@
  *   await consumer.commit(nextOffsets(batch));
  * }
  */
-import { NativeClient } from "./client.ts";
+import { EVENTS_PER_TURN, NativeClient } from "./client.ts";
 import { ERR, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
 import { native, RECORD } from "./native.ts";
@@ -175,7 +175,7 @@ export class Consumer {
     this.cooperative = String(config["partition.assignment.strategy"] ?? defaultAssignmentStrategy()).includes("cooperative");
     // Backpressure: see `throttled`.
     this.client.poller = (queue) => {
-      if (this.throttled && !this.throttlePaused && !this.closing) {
+      if (this.holding) {
         if (performance.now() - this.throttledAt < (options.throttleHoldMs ?? THROTTLE_HOLD_MS)) return "empty";
         this.pauseForThrottle();
       }
@@ -294,12 +294,18 @@ export class Consumer {
     this.wake();
   }
 
-  /** Stops fetching every assigned partition the caller did not pause itself. */
+  /** The buffer is full: drain() stops taking messages, and `throttleHoldMs` starts counting. */
   private throttle(): void {
     this.throttled = true;
     this.throttledAt = performance.now();
   }
 
+  /** Messages are left in librdkafka's queue for now (see `throttled`); closing drains regardless. */
+  private get holding(): boolean {
+    return this.throttled && !this.throttlePaused && !this.closing;
+  }
+
+  /** Stops fetching every assigned partition the caller did not pause itself. */
   private pauseForThrottle(): void {
     this.throttlePaused = true;
     const parts = this.assignment().filter((p) => !this.paused.has(tpKey(p)));
@@ -388,7 +394,7 @@ export class Consumer {
    */
   private pollFetched(queue: Pointer): Pointer | "empty" | "yield" {
     const r = this.fetchResult;
-    for (let served = 0; served < 5000; ) {
+    for (let served = 0; served < EVENTS_PER_TURN; ) {
       if (this.chunk.room < CHUNK_MIN_ROOM) this.chunk = new Chunk(CHUNK_SIZE);
       const chunk = this.chunk;
       this.native!.fetch(queue, (chunk.addr + chunk.used) as unknown as Pointer, chunk.room, FETCH_MAX, this.fetchResultAddr);
@@ -402,8 +408,7 @@ export class Consumer {
         this.leftMessage = m ? (m as unknown as Pointer) : undefined;
         return ev as unknown as Pointer;
       }
-      if (r[8]) return "empty";
-      if (this.throttled && !this.throttlePaused && !this.closing) return "empty";
+      if (r[8] || this.holding) return "empty";
     }
     return "yield";
   }
@@ -447,9 +452,19 @@ export class Consumer {
         timestamp: view.getUint32(at + RECORD.timestamp, true) + view.getInt32(at + RECORD.timestamp + 4, true) * 4294967296,
       };
       at += view.getUint32(at + RECORD.size, true);
-      if (this.paused.size > 0 && this.paused.has(tpKey(message))) this.holdBack(message);
-      else this.buffer.push(message);
+      this.keep(message);
     }
+    this.afterKeeping();
+  }
+
+  /** Into the buffer, or held back when its partition is paused. */
+  private keep(message: Message): void {
+    if (this.paused.size > 0 && this.paused.has(tpKey(message))) this.holdBack(message);
+    else this.buffer.push(message);
+  }
+
+  /** After messages were kept: throttle a full buffer, wake a waiting reader. */
+  private afterKeeping(): void {
     if (!this.throttled && this.buffer.length >= this.maxBuffered) this.throttle();
     if (this.waiter) this.wake();
   }
@@ -483,10 +498,8 @@ export class Consumer {
       headers: this.readHeaders(m),
       timestamp: lib.rd_kafka_message_timestamp(m, null),
     };
-    if (this.paused.size > 0 && this.paused.has(tpKey(message))) return this.holdBack(message);
-    this.buffer.push(message);
-    if (!this.throttled && this.buffer.length >= this.maxBuffered) this.throttle();
-    if (this.waiter) this.wake();
+    this.keep(message);
+    this.afterKeeping();
   }
 
   private readHeaders(m: Pointer): Record<string, string> {

@@ -69,6 +69,19 @@ async function drainInto(c: Consumer, into: Message[], onBatch?: (b: Message[]) 
   }
 }
 
+/** Reads `topic` as a new group member (read_committed) until the message "marker" arrived, within 30 s. */
+async function readUntilMarker(topic: string): Promise<Message[]> {
+  const c = consumer();
+  c.subscribe([topic]);
+  const got: Message[] = [];
+  const run = drainInto(c, got, () => got.some((m) => str(m.value) === "marker"));
+  const timer = setTimeout(() => void c.close(), 30_000);
+  await run;
+  clearTimeout(timer);
+  await c.close();
+  return got;
+}
+
 /** Consumes until `n` messages arrived (or throws after `ms`); the consumer stays open. */
 async function take(c: Consumer, n: number, ms = 30_000): Promise<Message[]> {
   const got: Message[] = [];
@@ -438,20 +451,12 @@ describe("transactions", () => {
     const { high } = admin.watermarks(topic, 0);
     expect(high).toBeGreaterThan(3);
 
-    const c = consumer();
-    c.subscribe([topic]);
-    const got: Message[] = [];
-    const run = drainInto(c, got, () => got.some((m) => str(m.value) === "marker"));
-    const timer = setTimeout(() => void c.close(), 30_000);
-    await run;
-    clearTimeout(timer);
-    await c.close();
+    const got = await readUntilMarker(topic);
     expect(got.map((m) => str(m.value))).toEqual(["committed-1", "committed-2", "marker"]);
   });
 
-  // KNOWN BUG (txn-producer.ts): a message librdkafka refuses at once (here: larger than the
-  // producer's message.max.bytes) rejects its send before the commit, yet the transaction is
-  // committed with the others. Flip to `test` once transaction() aborts on a rejected send.
+  // A message librdkafka refuses at once (here: larger than the producer's message.max.bytes)
+  // rejects its send before the commit: the transaction must abort, not commit the others.
   test("both-or-neither also when librdkafka refuses one message locally", async () => {
     await using t = await topics([{ partitions: 1 }]);
     const [topic] = t.names as [string];
@@ -464,14 +469,7 @@ describe("transactions", () => {
     expect(failed).toBeInstanceOf(KafkaError);
     await producer.sendAll([{ topic, value: "marker" }]);
     await producer.close();
-    const c = consumer();
-    c.subscribe([topic]);
-    const got: Message[] = [];
-    const run = drainInto(c, got, () => got.some((m) => str(m.value) === "marker"));
-    const timer = setTimeout(() => void c.close(), 30_000);
-    await run;
-    clearTimeout(timer);
-    await c.close();
+    const got = await readUntilMarker(topic);
     expect(got.map((m) => str(m.value))).toEqual(["marker"]);
   });
 });

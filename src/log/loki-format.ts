@@ -77,7 +77,7 @@ export function isoToUnixNanos(iso: string): string | undefined {
     seconds -= (m[9] === "-" ? -1 : 1) * (offsetHours * 60 + offsetMins) * 60;
   }
   const digits = m[7] ?? "";
-  const fraction = digits.length >= 9 ? digits.slice(0, 9) : digits + NINE_ZEROS.slice(digits.length);
+  const fraction = nineDigits(digits);
   // Whole seconds followed by the nine fraction digits: exact without BigInt, which costs more than
   // the rest of this function. At or before 1970 BigInt does the arithmetic.
   if (seconds > 0) {
@@ -103,11 +103,15 @@ function sameSecondUtc(iso: string): string | undefined {
     const c = iso.charCodeAt(i);
     if (c < 48 || c > 57) return undefined;
   }
-  const digits = iso.slice(20, n - 1);
-  return `${lastSecond.seconds}${digits.length >= 9 ? digits.slice(0, 9) : digits + NINE_ZEROS.slice(digits.length)}`;
+  return `${lastSecond.seconds}${nineDigits(iso.slice(20, n - 1))}`;
 }
 
 const NINE_ZEROS = "000000000";
+
+/** A fraction of a second's digits as exactly nine (nanoseconds): padded, or cut past the ninth. */
+function nineDigits(digits: string): string {
+  return digits.length >= 9 ? digits.slice(0, 9) : digits + NINE_ZEROS.slice(digits.length);
+}
 
 function daysInMonth(year: number, month: number): number {
   if (month !== 2) return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;

@@ -6,18 +6,12 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import type { Subprocess } from "bun";
 import { startFakeLoki, type FakeLoki } from "../test/fake-loki.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "../test/pg.ts";
+import { ORIGINAL_EXAMPLE } from "./api/fakes.ts";
 
 // A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
 setDefaultTimeout(30_000);
 
 const TOKEN = "main-test-token";
-const ORIGINAL = {
-  command: "create_user",
-  version: "1",
-  payload: { name: "Sahil", email: "sahil@example.com" },
-  log: { level: "INFO", message: "User registration triggered" },
-  metadata: { idempotency_key: "", source: "user-service" },
-};
 
 let db: TestSchema;
 let loki: FakeLoki;
@@ -92,7 +86,7 @@ describe("ROLE=all", () => {
     const proc = await startKitsune(port);
     try {
       const key = `original-${run}`;
-      const res = await execute(port, { ...ORIGINAL, metadata: { ...ORIGINAL.metadata, idempotency_key: key } });
+      const res = await execute(port, { ...ORIGINAL_EXAMPLE, metadata: { ...ORIGINAL_EXAMPLE.metadata, idempotency_key: key } });
       expect(res.status).toBe(202);
       const body = (await res.json()) as { id: string; idempotency_key: string; status: string; events: Record<string, unknown> };
       expect(body.status).toBe("accepted");
@@ -113,7 +107,7 @@ describe("ROLE=all", () => {
       expect(JSON.parse(line.line)).toMatchObject({ message: "User registration triggered", id: body.id, idempotency_key: key });
 
       // A client retrying with the same key gets an id of its own, which GET /commands/:id answers.
-      const retry = await execute(port, { ...ORIGINAL, metadata: { ...ORIGINAL.metadata, idempotency_key: key } });
+      const retry = await execute(port, { ...ORIGINAL_EXAMPLE, metadata: { ...ORIGINAL_EXAMPLE.metadata, idempotency_key: key } });
       expect(retry.status).toBe(202);
       const second = (await retry.json()) as { id: string };
       expect(second.id).not.toBe(body.id);

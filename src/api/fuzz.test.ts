@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import * as v from "valibot";
 import { ProblemSchema } from "../contracts.ts";
-import { rng, TEST_TOKEN, testApp } from "./fakes.ts";
+import { ORIGINAL_EXAMPLE, rng, TEST_TOKEN, testApp } from "./fakes.ts";
 
 type Rng = ReturnType<typeof rng>;
 
@@ -38,13 +38,7 @@ function randomJson(r: Rng, depth = 0): unknown {
   }
 }
 
-const GOOD = {
-  command: "create_user",
-  version: "1",
-  payload: { name: "Sahil", email: "sahil@example.com" },
-  log: { level: "INFO", message: "User registration triggered" },
-  metadata: { idempotency_key: "k", source: "user-service" },
-};
+const GOOD = { ...ORIGINAL_EXAMPLE, metadata: { ...ORIGINAL_EXAMPLE.metadata, idempotency_key: "k" } };
 
 function mutate(r: Rng): unknown {
   const body = structuredClone(GOOD) as Record<string, any>;

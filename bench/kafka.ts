@@ -27,6 +27,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Admin, Consumer, Producer, TransactionalProducer, type KafkaConfig } from "../src/kafka/index.ts";
 import { parseArgs } from "./lib/args.ts";
+import { sendWindowed } from "./lib/window.ts";
 
 export interface KafkaBenchOptions {
   brokers: string;
@@ -99,29 +100,11 @@ export async function produceOurs(o: KafkaBenchOptions, topic: string, value: Ui
   const cpu0 = cpuSeconds();
   const t0 = performance.now();
   const producer = new Producer({ "bootstrap.servers": o.brokers, ...PRODUCE_SETTINGS });
-  let inFlight = 0;
-  let failed: unknown;
-  let resume: (() => void) | undefined;
-  const settled = () => {
-    inFlight--;
-    if (resume && inFlight <= o.window / 2) {
-      const r = resume;
-      resume = undefined;
-      r();
-    }
-  };
-  const onError = (err: unknown) => {
-    failed ??= err;
-    settled();
-  };
-  for (let i = 0; i < o.messages; i++) {
-    if (inFlight >= o.window) await new Promise<void>((r) => (resume = r));
-    inFlight++;
-    producer.send({ topic, value }).then(settled, onError);
+  try {
+    await sendWindowed(o.messages, o.window, () => producer.send({ topic, value }));
+  } finally {
+    await producer.close();
   }
-  await producer.flush(120_000);
-  await producer.close();
-  if (failed) throw failed;
   return rate(o.messages, o.size, performance.now() - t0, cpuSeconds() - cpu0);
 }
 

@@ -16,6 +16,7 @@
 import { heapStats } from "bun:jsc";
 import { Admin, Consumer, nextOffsets, Producer } from "../src/kafka/index.ts";
 import { parseArgs } from "./lib/args.ts";
+import { sendWindowed } from "./lib/window.ts";
 
 export interface SoakOptions {
   brokers: string;
@@ -62,32 +63,9 @@ export async function soak(o: SoakOptions, print: (line: string) => void = conso
     print(show(start));
 
     const value = new Uint8Array(o.size).fill(0x62);
-    const produced = (async () => {
-      let inFlight = 0;
-      let resume: (() => void) | undefined;
-      let failed: unknown;
-      const settled = () => {
-        inFlight--;
-        if (resume && inFlight <= o.window / 2) {
-          const r = resume;
-          resume = undefined;
-          r();
-        }
-      };
-      for (let i = 0; i < o.messages; i++) {
-        if (failed) throw failed;
-        if (inFlight >= o.window) await new Promise<void>((r) => (resume = r));
-        inFlight++;
-        producer
-          .send({ topic, key: `key-${i % 1000}`, value, headers: { "content-type": "application/octet-stream", seq: String(i) } })
-          .then(settled, (e) => {
-            failed ??= e;
-            settled();
-          });
-      }
-      await producer.flush(120_000);
-      if (failed) throw failed;
-    })();
+    const produced = sendWindowed(o.messages, o.window, (i) =>
+      producer.send({ topic, key: `key-${i % 1000}`, value, headers: { "content-type": "application/octet-stream", seq: String(i) } }),
+    );
 
     let consumed = 0;
     let nextMark = o.messages / 10;

@@ -206,8 +206,8 @@ export class NativeClient {
     return this.destroyed;
   }
 
-  /** Frees the queue, the handle and the pipe. Safe to call twice. */
-  destroy(): void {
+  /** Frees the queue, the handle and the pipe. Safe to call twice. `flags`: rd_kafka_destroy_flags'. */
+  destroy(flags = 0): void {
     if (this.destroyed) return;
     this.destroyed = true;
     const lib = rdk();
@@ -221,6 +221,6 @@ export class NativeClient {
     }
     if (this.eventQueue && this.eventQueue !== this.queue) lib.rd_kafka_queue_destroy(this.eventQueue);
     lib.rd_kafka_queue_destroy(this.queue);
-    lib.rd_kafka_destroy(this.rk);
+    lib.rd_kafka_destroy_flags(this.rk, flags);
   }
 }

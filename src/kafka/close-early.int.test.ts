@@ -29,14 +29,17 @@ test("closing consumers right after subscribe, 40 times, leaves the process aliv
       const c = new Consumer({ "bootstrap.servers": "${brokers}", "group.id": "${topic}-" + i, "log_level": 0 });
       c.subscribe(["${topic}"]);
       await Bun.sleep(Math.random() * 30);
+      console.error("closing " + i);
       await c.close(2000);
     }
     console.log("alive");
     process.exit(0);
   `;
-  const proc = Bun.spawn(["bun", "-e", script], { stdout: "pipe", stderr: "pipe" });
+  // NOTE: killed before the test's own timeout, so a hang shows which close it was in (stderr).
+  const proc = Bun.spawn(["bun", "-e", script], { stdout: "pipe", stderr: "pipe", timeout: 90_000 });
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   await admin.deleteTopics([topic]).finally(() => admin.close());
+  if (code !== 0) console.error(`the child exited ${code}; its last words:\n${err.slice(-2000)}`);
   expect(err).not.toContain("Assertion");
   expect(out.trim()).toBe("alive");
   expect(code).toBe(0);

@@ -13,7 +13,7 @@
  * }
  */
 import { EVENTS_PER_TURN, NativeClient } from "./client.ts";
-import { ERR, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
+import { DESTROY_F_NO_CONSUMER_CLOSE, ERR, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
 import { native, RECORD } from "./native.ts";
 import { readList, tpKey, withList } from "./partitions.ts";
@@ -603,7 +603,10 @@ export class Consumer {
     this.closed = true;
     for (const c of this.commits.values()) c.reject(new KafkaError(ERR.DESTROY, "consumer closed before commit result"));
     this.commits.clear();
-    this.client.destroy();
+    // NOTE: the close above may have run out of time. Plain rd_kafka_destroy() would then start a
+    // consumer close of its own and block the event loop until it finished, with nobody left to
+    // serve its rebalance events.
+    this.client.destroy(DESTROY_F_NO_CONSUMER_CLOSE);
     this.buffer = [];
   }
 }

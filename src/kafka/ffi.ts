@@ -21,6 +21,7 @@ export const symbols = {
 
   rd_kafka_new: { args: [T.i32, T.ptr, T.ptr, T.u64], returns: T.ptr },
   rd_kafka_destroy: { args: [T.ptr], returns: T.void },
+  rd_kafka_destroy_flags: { args: [T.ptr, T.i32], returns: T.void },
   rd_kafka_fatal_error: { args: [T.ptr, T.ptr, T.u64], returns: T.i32 },
   rd_kafka_outq_len: { args: [T.ptr], returns: T.i32 },
   rd_kafka_flush: { args: [T.ptr, T.i32], returns: T.i32 },
@@ -217,6 +218,8 @@ export const ERR = {
 } as const;
 
 export const CONF_OK = 0;
+/** `rd_kafka_destroy_flags`: do not run consumer_close() again (the binding closes consumers itself). */
+export const DESTROY_F_NO_CONSUMER_CLOSE = 0x8;
 
 // --- struct layouts (x86_64 / aarch64 Linux) -------------------------------------------------
 

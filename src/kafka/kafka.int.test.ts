@@ -578,7 +578,9 @@ describe("lifecycle", () => {
     const [topic] = t.names as [string];
     const again = await admin.createTopics([{ name: topic, partitions: 2 }]);
     expect(again).toEqual({ created: [], existing: [topic] });
-    const md = admin.metadata();
-    expect(md.topics.find((x) => x.name === topic)?.partitions.map((p) => p.id)).toEqual([0, 1]);
+    // NOTE: the broker's metadata can lag a moment behind the controller that created the topic.
+    const listed = () => admin.metadata().topics.find((x) => x.name === topic);
+    await until(() => listed() !== undefined, "the topic in the broker's metadata", 10_000);
+    expect(listed()?.partitions.map((p) => p.id)).toEqual([0, 1]);
   });
 });

@@ -128,6 +128,19 @@ describe("idempotency", () => {
     expect([...(await db.sql`SELECT event_id, key FROM idempotency_duplicates`)]).toEqual([{ event_id: "evt-redelivered", key: "k-1" }]);
   });
 
+  test("a batch mixing keys processed before with new ones: each old one a duplicate, each new one applied", async () => {
+    const old = [1, 4].map((i) => event("create_user", { name: `old ${i}`, email: `old${i}@example.com` }, { key: `mix-${i}` }));
+    await applyBatch(db.sql, registry, old);
+    const batch = [0, 1, 2, 3, 4, 5].map((i) => event("create_user", { name: `new ${i}`, email: `new${i}@example.com` }, { key: `mix-${i}` }));
+    const outcomes = await applyBatch(db.sql, registry, batch);
+
+    expect(statuses(outcomes)).toEqual(["applied", "duplicate", "applied", "applied", "duplicate", "applied"]);
+    expect(outcomes[1]!.original).toMatchObject({ event_id: old[0]!.id, status: "applied" });
+    expect(outcomes[4]!.original).toMatchObject({ event_id: old[1]!.id, status: "applied" });
+    expect((await users()).map((u) => u.name).sort()).toEqual(["new 0", "new 2", "new 3", "new 5", "old 1", "old 4"]);
+    expect((await log()).length).toBe(6);
+  });
+
   test("the same key twice in one batch applies once", async () => {
     const outcomes = await applyBatch(db.sql, registry, [
       event("create_user", { name: "A", email: "a@example.com" }, { key: "same" }),

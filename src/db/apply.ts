@@ -49,16 +49,16 @@ type Plan = ({ kind: "run" } & RunnableEvent) | { kind: "refuse"; event: Command
 /**
  * Applies `events` in one transaction and returns one outcome per event, in order.
  * Throws `RetriableBatchError` when nothing was committed for a transient reason; any other error
- * (a bug, a schema without `idempotency_log`) is thrown as it is.
+ * (a bug, a schema without `idempotency_log`) is thrown as it is. `sent`: see `runEvents`.
  */
-export async function applyBatch(sql: Sql, registry: CommandLookup, events: CommandEvent[]): Promise<Outcome[]> {
+export async function applyBatch(sql: Sql, registry: CommandLookup, events: CommandEvent[], sent?: () => void): Promise<Outcome[]> {
   const plans = events.map((event) => planEvent(registry, event));
   const runnable = plans.filter((p): p is Extract<Plan, { kind: "run" }> => p.kind === "run");
   let decisions: Decision[] = [];
   if (runnable.length > 0) {
     try {
       decisions = await withTransaction(sql, async (tx) => {
-        const decided = await runEvents(tx, runnable);
+        const decided = await runEvents(tx, runnable, sent);
         await recordDuplicates(tx, runnable, decided);
         return decided;
       });

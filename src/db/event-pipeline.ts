@@ -97,10 +97,12 @@ const BATCH_ROLLBACK = "ROLLBACK TO SAVEPOINT kitsune_batch; RELEASE SAVEPOINT k
 // which cost PostgreSQL ~1.7 µs a key more than reading the claimed keys costs the client. The
 // order only has to be the same for every worker: byte order ("C") sorts in half the time of a
 // locale's (measured with C.UTF-8; other locales cost more).
-const CLAIM_MANY = `INSERT INTO idempotency_log (key, event_id, command, version, status, rows_affected)
+const CLAIM_MANY_COUNTED = `INSERT INTO idempotency_log (key, event_id, command, version, status, rows_affected)
 SELECT key, event_id, command, version, 'applied', ${ASSUMED_ROWS}
 FROM jsonb_to_recordset($1::jsonb) AS v(key text, event_id text, command text, version text)
-ORDER BY key COLLATE "C" ON CONFLICT (key) DO NOTHING RETURNING key`;
+ORDER BY key COLLATE "C" ON CONFLICT (key) DO NOTHING`;
+/** The same, naming the keys it claimed. */
+const CLAIM_MANY = `${CLAIM_MANY_COUNTED} RETURNING key`;
 /** Tries with the taken keys guessed wrong before a batch goes one by one. */
 const GUESSES = 3;
 
@@ -115,12 +117,14 @@ type Settled = { kind: "applied"; rows: number } | { kind: "taken" } | { kind: "
 /**
  * Runs `events` in the open transaction `tx` and decides each one. Throws on anything that must
  * fail the whole batch: a transient or connection error, or a failure of the bookkeeping itself.
+ * `sent` is called once the statements of a clean batch are on their way (the caller may do other
+ * work while PostgreSQL runs them).
  */
-export async function runEvents(tx: ReservedSql, events: RunnableEvent[]): Promise<Decision[]> {
+export async function runEvents(tx: ReservedSql, events: RunnableEvent[], sent: () => void = () => {}): Promise<Decision[]> {
   // A key twice in the batch: the second must see the first's claim, which only one by one does.
   const distinct = new Set(events.map((e) => e.event.metadata.idempotency_key)).size === events.length;
   if (!distinct) return lookUpThenOneByOne(tx, events);
-  const all = await runTogether(tx, events);
+  const all = await runTogether(tx, events, sent);
   if (all.ok) return all.decisions;
   const k = all.failedAt;
   if (k > 0) {
@@ -139,7 +143,7 @@ type Together = { ok: true; decisions: Decision[] } | { ok: false; failedAt: num
  * rolls back to the savepoint, leaving the transaction as it found it, and answers `failedAt: k`.
  * Throws what fails the whole batch.
  */
-async function runTogether(tx: ReservedSql, events: RunnableEvent[]): Promise<Together> {
+async function runTogether(tx: ReservedSql, events: RunnableEvent[], sent: () => void = () => {}): Promise<Together> {
   const keys = events.map(({ event, def }) => ({
     key: event.metadata.idempotency_key,
     event_id: event.id,
@@ -148,10 +152,10 @@ async function runTogether(tx: ReservedSql, events: RunnableEvent[]): Promise<To
   }));
   // NOTE: which keys are taken is guessed (none at first, as in a steady stream) rather than asked
   // first, so the statements travel right behind the claim instead of a round trip later. A wrong
-  // guess is rolled back and tried again with what the claim found.
+  // guess is rolled back and tried again with the keys found taken.
   let guess = new Set<string>();
   for (let i = 0; i < GUESSES; i++) {
-    const tried = await tryTogether(tx, events, keys, guess);
+    const tried = await tryTogether(tx, events, keys, guess, sent);
     if (!("taken" in tried)) return tried;
     guess = tried.taken;
   }
@@ -163,25 +167,38 @@ async function tryTogether(
   events: RunnableEvent[],
   keys: { key: string }[],
   guess: Set<string>,
+  sent: () => void,
 ): Promise<Together | { taken: Set<string> }> {
   send(tx.unsafe(BATCH_SAVEPOINT)); // its error, if any, fails the claim
-  const claim = send(tx.unsafe(CLAIM_MANY, [tx.json(keys)], { prepare: true }));
+  // NOTE: guessing none taken, the claim's row count tells whether the guess was right; reading
+  // back 2,000 claimed keys cost more than the lookup a wrong guess then needs (see `takenKeys`).
+  const counted = guess.size === 0;
+  const claim = send(tx.unsafe(counted ? CLAIM_MANY_COUNTED : CLAIM_MANY, [tx.json(keys)], { prepare: true }));
   const stored = guess.size > 0 ? send(tx.unsafe(STORED_MANY, [tx.json([...guess])], { prepare: true })) : undefined;
   const effects = events.map((e, i) => (guess.has(keys[i]!.key) ? undefined : sendEffect(tx, e)));
+  sent();
   // NOTE: after a failure PostgreSQL refuses the statements sent behind it (25P02); `send` has
   // handled their rejections, and a rollback queues behind them.
 
-  const claimed = new Set((await claim).map((row) => row.key as string));
-  const taken = new Set<string>();
-  for (const { key } of keys) if (!claimed.has(key)) taken.add(key);
-  if (taken.size !== guess.size || [...taken].some((k) => !guess.has(k))) {
-    await tx.unsafe(BATCH_ROLLBACK);
-    return { taken };
+  const claimResult = await claim;
+  if (counted) {
+    if (claimResult.count !== keys.length) {
+      await tx.unsafe(BATCH_ROLLBACK);
+      return { taken: await takenKeys(tx, keys) };
+    }
+  } else {
+    const claimed = new Set(claimResult.map((row) => row.key as string));
+    const taken = new Set<string>();
+    for (const { key } of keys) if (!claimed.has(key)) taken.add(key);
+    if (taken.size !== guess.size || [...taken].some((k) => !guess.has(k))) {
+      await tx.unsafe(BATCH_ROLLBACK);
+      return { taken };
+    }
   }
   const originals = new Map<string, StoredResult>();
   if (stored) for (const row of await stored) originals.set(row.key, toStored([row])!);
   const decisions: Decision[] = [];
-  const counted: { key: string; rows: number }[] = [];
+  const recount: { key: string; rows: number }[] = [];
   for (const [i, effect] of effects.entries()) {
     const { key } = keys[i]!;
     if (!effect) {
@@ -192,16 +209,22 @@ async function tryTogether(
       const result: Row[] & { count?: number } = await effect;
       const rows = result.count ?? 0;
       decisions.push({ status: "applied", rows });
-      if (rows !== ASSUMED_ROWS) counted.push({ key, rows });
+      if (rows !== ASSUMED_ROWS) recount.push({ key, rows });
     } catch (err) {
       if (isConnectionLost(err) || classifySqlError(err) === "transient") throw err;
       await tx.unsafe(BATCH_ROLLBACK);
       return { ok: false, failedAt: i };
     }
   }
-  const record = counted.length > 0 ? [send(tx.unsafe(RECORD_ROWS, [tx.json(counted)], { prepare: true }))] : [];
+  const record = recount.length > 0 ? [send(tx.unsafe(RECORD_ROWS, [tx.json(recount)], { prepare: true }))] : [];
   await inOrder([...record, send(tx.unsafe(BATCH_RELEASE))]);
   return { ok: true, decisions };
+}
+
+/** Those of `keys` processed before (committed, or claimed by a transaction that committed meanwhile). */
+async function takenKeys(tx: ReservedSql, keys: { key: string }[]): Promise<Set<string>> {
+  const rows = await tx.unsafe(STORED_MANY, [tx.json(keys.map((k) => k.key))], { prepare: true });
+  return new Set(rows.map((row) => row.key as string));
 }
 
 /**

@@ -1,12 +1,13 @@
-// handleBatch without Kafka or PostgreSQL: hand-built messages, a fake `apply`.
+// handleBatch and decodeBatch without Kafka or PostgreSQL: hand-built messages, a fake `apply`.
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
-import { CommandResultSchema, type CommandEvent, type CommandResult } from "../contracts.ts";
+import { CommandEventSchema, CommandResultSchema, type CommandEvent, type CommandResult } from "../contracts.ts";
 import type { Outcome, StoredResult } from "../db/apply.ts";
 import { DLQ_HEADERS } from "../db/dead-letter.ts";
 import { RetriableBatchError } from "../db/errors.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
-import { handleBatch, type BatchDeps } from "./db-worker.ts";
+import { rng } from "../api/fakes.ts";
+import { decodeBatch, handleBatch, plainCommandEvent, type BatchDeps } from "./db-worker.ts";
 
 const TOPICS = { results: "db-results", dlq: "db-events.dlq" };
 const NOW = new Date("2026-01-02T03:04:05.678Z");
@@ -246,5 +247,62 @@ describe("handleBatch", () => {
       events.map((ev) => ({ event: ev, result: result(ev, "failed", { error: { sqlstate: "22001", message: "y".repeat(10_000) } }) }));
     const out = await handleBatch([eventMessage(e)], deps(apply));
     expect(on(TOPICS.dlq, out.publish)[0]!.headers![DLQ_HEADERS.error]!.length).toBeLessThanOrEqual(4000);
+  });
+});
+
+describe("plainCommandEvent, the shortcut past CommandEventSchema", () => {
+  test("accepts only what the schema accepts, and gives what the schema outputs, in its order", () => {
+    const r = rng(11);
+    const anyValue = () => r.pick<unknown>(["s", "", 1, null, true, [], {}, { a: 1 }, ["x"]]);
+    const fields = ["id", "command", "version", "payload", "metadata"];
+    const metaFields = ["idempotency_key", "timestamp", "source"];
+    const oddPayloads = () => r.pick<unknown>([JSON.parse('{"__proto__": {"x": 1}, "a": 1}'), { constructor: 1 }, { prototype: "p" }, [], null, "p", { nested: { a: [1] } }]);
+    let accepted = 0;
+    let refused = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const x: Record<string, unknown> = {
+        metadata: { source: "it", idempotency_key: "k", timestamp: "2026-01-01T00:00:00Z" },
+        version: "1",
+        payload: { name: "A", email: "a@example.com" },
+        command: "create_user",
+        id: "0193a2b4",
+      };
+      for (let k = r.int(3); k > 0; k--) {
+        const f = r.pick(fields);
+        if (r.int(4) === 0) delete x[f];
+        else x[f] = f === "payload" && r.int(2) === 0 ? oddPayloads() : anyValue();
+      }
+      if (typeof x.metadata === "object" && x.metadata !== null && r.int(3) === 0) {
+        const meta = { ...(x.metadata as Record<string, unknown>) };
+        const f = r.pick(metaFields);
+        if (r.int(3) === 0) delete meta[f];
+        else meta[f] = anyValue();
+        if (r.int(5) === 0) meta.extra = 1;
+        x.metadata = meta;
+      }
+      if (r.int(10) === 0) x.extra = anyValue();
+      // Through JSON, as the worker sees it: `__proto__` is then an own key.
+      const value = JSON.parse(JSON.stringify(r.int(50) === 0 ? r.pick<unknown>([null, [], "s", 1]) : x));
+      const plain = plainCommandEvent(value);
+      if (!plain) {
+        refused++;
+        continue;
+      }
+      accepted++;
+      const schema = v.safeParse(CommandEventSchema, value);
+      expect(schema.success).toBe(true);
+      expect(JSON.stringify(plain)).toBe(JSON.stringify(schema.output));
+    }
+    expect(accepted).toBeGreaterThan(5000);
+    expect(refused).toBeGreaterThan(5000);
+  });
+
+  test("what it refuses still decodes through the schema", () => {
+    const e = event("create_user", { name: "A", email: "a@example.com" });
+    const withOddPayload = { ...e, payload: JSON.parse('{"__proto__": 1, "name": "A"}') };
+    expect(plainCommandEvent(withOddPayload)).toBeUndefined();
+    const decoded = decodeBatch([message(JSON.stringify(withOddPayload))], TOPICS.dlq);
+    expect(decoded.deadLetters).toEqual([]);
+    expect(decoded.events).toEqual([{ ...e, payload: { name: "A" } }]);
   });
 });

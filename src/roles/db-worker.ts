@@ -52,33 +52,50 @@ export interface BatchOutcome {
 }
 
 export interface BatchDeps {
-  apply(events: CommandEvent[]): Promise<Outcome[]>;
+  /** `sent`: called once PostgreSQL has the batch's statements (maybe never, e.g. on a failure). */
+  apply(events: CommandEvent[], sent?: () => void): Promise<Outcome[]>;
   topics: { results: string; dlq: string };
   now?: () => Date;
 }
 
+/** A batch decoded: its events (and the messages they came from) and the dead letters of what did not parse. */
+export interface DecodedBatch {
+  messages: Message[];
+  events: CommandEvent[];
+  sources: Message[];
+  deadLetters: OutgoingMessage[];
+}
+
 /**
- * Decides what a batch becomes, without Kafka: events that do not parse are dead-lettered at once;
- * the rest are applied, and each gets a result (and a dead letter when it failed for good).
- * Throws `RetriableBatchError` when nothing was committed and the batch must be retried.
+ * Decodes a batch, without I/O: events that do not parse become dead letters at once. NOTE: the
+ * db-worker decodes the next batch while PostgreSQL runs the one before (a tenth of each batch's time).
  */
-export async function handleBatch(messages: Message[], deps: BatchDeps): Promise<BatchOutcome> {
-  const now = deps.now?.() ?? new Date();
-  const publish: OutgoingMessage[] = [];
+export function decodeBatch(messages: Message[], dlqTopic: string, now = new Date()): DecodedBatch {
   const events: CommandEvent[] = [];
   const sources: Message[] = [];
-  let deadLettered = 0;
+  const deadLetters: OutgoingMessage[] = [];
   for (const m of messages) {
     const parsed = parseEvent(m);
     if (parsed.ok) {
       events.push(parsed.event);
       sources.push(m);
     } else {
-      publish.push(deadLetter(m, deps.topics.dlq, { error: parsed.error, attempts: 1, firstFailure: now, lastFailure: now }));
-      deadLettered++;
+      deadLetters.push(deadLetter(m, dlqTopic, { error: parsed.error, attempts: 1, firstFailure: now, lastFailure: now }));
     }
   }
-  const outcomes = events.length ? await deps.apply(events) : [];
+  return { messages, events, sources, deadLetters };
+}
+
+/**
+ * Applies a decoded batch; each event gets a result (and a dead letter when it failed for good).
+ * Throws `RetriableBatchError` when nothing was committed and the batch must be retried.
+ */
+export async function applyDecoded(decoded: DecodedBatch, deps: BatchDeps, sent?: () => void): Promise<BatchOutcome> {
+  const now = deps.now?.() ?? new Date();
+  const { events, sources } = decoded;
+  const publish = [...decoded.deadLetters];
+  let deadLettered = publish.length;
+  const outcomes = events.length ? await deps.apply(events, sent) : [];
   outcomes.forEach((o, i) => {
     const source = sources[i]!;
     publish.push(resultMessage(o.result, source.key, deps.topics.results));
@@ -102,6 +119,33 @@ export async function handleBatch(messages: Message[], deps: BatchDeps): Promise
   return { outcomes, publish, deadLettered };
 }
 
+/**
+ * Decides what a batch becomes, without Kafka: events that do not parse are dead-lettered at once;
+ * the rest are applied, and each gets a result (and a dead letter when it failed for good).
+ * Throws `RetriableBatchError` when nothing was committed and the batch must be retried.
+ */
+export function handleBatch(messages: Message[], deps: BatchDeps): Promise<BatchOutcome> {
+  return applyDecoded(decodeBatch(messages, deps.topics.dlq, deps.now?.()), deps);
+}
+
+/**
+ * A shortcut past `CommandEventSchema` for the usual event: the fields the schema names, of the
+ * types it asks, and a payload with none of the keys valibot's `record` leaves out. It returns what
+ * the schema would (those fields, in its order), or undefined: the schema then says what is wrong.
+ * A test checks both on generated values; it costs ~0.1 µs where the schema costs ~1.
+ */
+export function plainCommandEvent(x: unknown): CommandEvent | undefined {
+  if (typeof x !== "object" || x === null) return undefined;
+  const { id, command, version, payload, metadata } = x as Record<string, unknown>;
+  if (typeof id !== "string" || typeof command !== "string" || typeof version !== "string") return undefined;
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload) || Object.getPrototypeOf(payload) !== Object.prototype) return undefined;
+  if (Object.hasOwn(payload, "__proto__") || Object.hasOwn(payload, "constructor") || Object.hasOwn(payload, "prototype")) return undefined;
+  if (typeof metadata !== "object" || metadata === null) return undefined;
+  const { idempotency_key, timestamp, source } = metadata as Record<string, unknown>;
+  if (typeof idempotency_key !== "string" || idempotency_key === "" || typeof timestamp !== "string" || typeof source !== "string") return undefined;
+  return { id, command, version, payload: payload as Record<string, unknown>, metadata: { idempotency_key, timestamp, source } };
+}
+
 function parseEvent(m: Message): { ok: true; event: CommandEvent } | { ok: false; error: string } {
   if (!m.value) return { ok: false, error: "empty message value" };
   let text: string;
@@ -116,6 +160,8 @@ function parseEvent(m: Message): { ok: true; event: CommandEvent } | { ok: false
   } catch (err) {
     return { ok: false, error: `not JSON: ${(err as Error).message}` };
   }
+  const plain = plainCommandEvent(json);
+  if (plain) return { ok: true, event: plain };
   const r = v.safeParse(CommandEventSchema, json);
   if (!r.success) {
     const issues = r.issues.map((i) => `${i.path?.map((p) => String(p.key)).join(".") || "(root)"}: ${i.message}`);
@@ -201,7 +247,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   const metrics = createMetrics(registry);
   const abort = new AbortController();
   let breakerOpen = false;
-  /** The batch being applied. */
+  /** The batch started last, until it is handed off (see `startBatch`). */
   let inFlight: { done: Promise<void>; abort: AbortController } | undefined;
   /**
    * The last applied batch, its results being published and its offsets committed. NOTE: this runs
@@ -254,7 +300,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   const unregisterLag = registerLag(registry, group, consumer);
 
   const batchDeps: BatchDeps = {
-    apply: (events) => applyBatch(sql, commands, events),
+    apply: (events, sent) => applyBatch(sql, commands, events, sent),
     topics: { results: config.topics.results, dlq: `${config.topics.events}.dlq` },
   };
 
@@ -279,10 +325,10 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   };
 
   /** Applies one batch, retrying transient failures; the breaker pauses consumption meanwhile. */
-  const applyWithRetry = async (batch: Message[], signal: AbortSignal): Promise<BatchOutcome> => {
+  const applyWithRetry = async (decoded: DecodedBatch, signal: AbortSignal, sent: () => void): Promise<BatchOutcome> => {
     for (let attempt = 0; ; attempt++) {
       try {
-        const outcome = await handleBatch(batch, batchDeps);
+        const outcome = await applyDecoded(decoded, batchDeps, sent);
         closeBreaker();
         return outcome;
       } catch (err) {
@@ -334,6 +380,8 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   /** Publishes a batch's results and dead letters, then commits its offsets; in the background. */
   const handOff = (batch: Message[], { outcomes, publish, deadLettered }: BatchOutcome, started: number) => {
     const done = (async () => {
+      // NOTE: after the loop has started the next batch, so PostgreSQL does not wait for this.
+      await new Promise((resolve) => setImmediate(resolve));
       // Results and dead letters must be on the broker before the offsets move past them.
       await producer.sendAll(publish);
       await commit(nextOffsets(batch));
@@ -351,9 +399,13 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
     });
   };
 
-  const processBatch = async (batch: Message[], signal: AbortSignal) => {
+  /**
+   * Applies a batch, then hands it off. `sent`: PostgreSQL has its statements, the next batch may be
+   * decoded; `applied`: the next batch may start.
+   */
+  const processBatch = async (decoded: DecodedBatch, signal: AbortSignal, sent: () => void, applied: () => void) => {
     const started = performance.now();
-    const outcome = await applyWithRetry(batch, signal);
+    const outcome = await applyWithRetry(decoded, signal, sent);
     try {
       await publishing?.done;
     } catch (err) {
@@ -363,38 +415,91 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
       await producer.sendAll(outcome.publish).catch(() => {});
       throw new Error("the batch before was not committed", { cause: err });
     }
-    handOff(batch, outcome, started);
+    handOff(decoded.messages, outcome, started);
+    applied();
+  };
+
+  /**
+   * A batch started. `sent` resolves once PostgreSQL has its statements (or it is applied, or failed),
+   * `applied` once the next batch may start (it rejects if this one failed), `done` once it is handed off.
+   */
+  interface Started {
+    batch: Message[];
+    previous: Message[] | undefined;
+    abort: AbortController;
+    sent: Promise<void>;
+    applied: Promise<void>;
+    done: Promise<void>;
+  }
+
+  const startBatch = (decoded: DecodedBatch): Started => {
+    const batchAbort = new AbortController();
+    const onStop = () => batchAbort.abort(abort.signal.reason);
+    abort.signal.addEventListener("abort", onStop, { once: true });
+    const sent = Promise.withResolvers<void>();
+    const applied = Promise.withResolvers<void>();
+    const previous = publishing?.batch;
+    const done = processBatch(decoded, batchAbort.signal, sent.resolve, applied.resolve);
+    const started: Started = { batch: decoded.messages, previous, abort: batchAbort, sent: sent.promise, applied: applied.promise, done };
+    // A failure before `applied` fails it too; after, rejecting it does nothing.
+    done.catch(applied.reject);
+    void done
+      .catch(() => {})
+      .finally(() => {
+        sent.resolve();
+        abort.signal.removeEventListener("abort", onStop);
+        if (inFlight === started) inFlight = undefined;
+      });
+    inFlight = started;
+    return started;
+  };
+
+  /**
+   * Waits until batch `s` is applied. When it failed, it is sought back to come again, with the
+   * messages fetched after it (`held`, not started), and the next try waits a little: false.
+   */
+  const awaitApplied = async (s: Started, held: Message[] = []): Promise<boolean> => {
+    try {
+      await s.applied;
+      failures = 0;
+      return true;
+    } catch (err) {
+      if (!s.abort.signal.aborted) {
+        logger.error({ err }, "batch failed; it will be redelivered");
+        // NOTE: without a commit the same messages come again only after a rebalance or restart;
+        // seek back so this member retries them itself, after a pause so a lasting failure does
+        // not spin. What was committed to PostgreSQL comes back as duplicates.
+        seekBack(consumer, [...(s.previous ?? []), ...s.batch, ...held]);
+        await abortableSleep(backoffDelay(failures++, REDELIVERY_BACKOFF), abort.signal).catch(() => {});
+      }
+      return false;
+    }
   };
 
   let failures = 0;
   const loop = (async () => {
+    /** The batch started last; the next one is decoded while PostgreSQL applies it. */
+    let current: Started | undefined;
     for await (const fetched of consumer.batches(DB_BATCH)) {
       if (abort.signal.aborted) break;
-      const batch = revoking.size > 0 ? fetched.filter((m) => !revoking.has(partitionKey(m))) : fetched;
-      if (batch.length === 0) continue;
-      const batchAbort = new AbortController();
-      const onStop = () => batchAbort.abort(abort.signal.reason);
-      abort.signal.addEventListener("abort", onStop, { once: true });
-      const previous = publishing?.batch;
-      const done = processBatch(batch, batchAbort.signal);
-      inFlight = { done, abort: batchAbort };
-      try {
-        await done;
-        failures = 0;
-      } catch (err) {
-        if (!batchAbort.signal.aborted) {
-          logger.error({ err }, "batch failed; it will be redelivered");
-          // NOTE: without a commit the same messages come again only after a rebalance or restart;
-          // seek back so this member retries them itself, after a pause so a lasting failure does
-          // not spin. What was committed to PostgreSQL comes back as duplicates.
-          seekBack(consumer, previous ? [...previous, ...batch] : batch);
-          await abortableSleep(backoffDelay(failures++, REDELIVERY_BACKOFF), abort.signal).catch(() => {});
-        }
-      } finally {
-        abort.signal.removeEventListener("abort", onStop);
-        inFlight = undefined;
+      let decoded = decodeBatch(fetched, batchDeps.topics.dlq);
+      if (current) {
+        const ok = await awaitApplied(current, fetched);
+        current = undefined;
+        // It failed: this batch was sought back with it, and comes again.
+        if (!ok || abort.signal.aborted) continue;
       }
+      if (revoking.size > 0) {
+        const kept = fetched.filter((m) => !revoking.has(partitionKey(m)));
+        if (kept.length < fetched.length) decoded = decodeBatch(kept, batchDeps.topics.dlq);
+      }
+      if (decoded.messages.length === 0) continue;
+      current = startBatch(decoded);
+      // The next batch is fetched and decoded while PostgreSQL runs this one.
+      await Promise.race([current.sent, current.applied.catch(() => {})]);
     }
+    if (current) await awaitApplied(current);
+    await inFlight?.done.catch(() => {});
     await publishing?.done.catch(() => {});
   })();
   loop.catch((err) => logger.fatal({ err }, "db-worker loop stopped"));

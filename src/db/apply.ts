@@ -67,9 +67,10 @@ export async function applyBatch(sql: Sql, registry: CommandLookup, events: Comm
       throw err;
     }
   }
-  const decided = new Map<Plan, Decision>(runnable.map((plan, i) => [plan, decisions[i]!]));
   const finished_at = new Date().toISOString();
-  return plans.map((plan) => toOutcome(plan, decided.get(plan), finished_at));
+  // The runnable plans' decisions come in their order.
+  let next = 0;
+  return plans.map((plan) => toOutcome(plan, plan.kind === "run" ? decisions[next++] : undefined, finished_at));
 }
 
 /** Longest idempotency key taken, as the api's; a longer one could not be indexed (> 2704 bytes). */
@@ -113,13 +114,13 @@ ON CONFLICT (event_id) DO NOTHING`;
  * GET /commands/<their id> can say so. A redelivered duplicate keeps its first row.
  */
 async function recordDuplicates(tx: ReservedSql, events: RunnableEvent[], decisions: Decision[]): Promise<void> {
-  const rows = events
-    .filter(({ event }, i) => {
-      const d = decisions[i];
-      // The same event delivered again is found under its own id already.
-      return d?.status === "duplicate" && d.original?.event_id !== event.id;
-    })
-    .map(({ event }) => ({ event_id: event.id, key: event.metadata.idempotency_key }));
+  const rows: { event_id: string; key: string }[] = [];
+  for (let i = 0; i < events.length; i++) {
+    const d = decisions[i];
+    const { event } = events[i]!;
+    // The same event delivered again is found under its own id already.
+    if (d?.status === "duplicate" && d.original?.event_id !== event.id) rows.push({ event_id: event.id, key: event.metadata.idempotency_key });
+  }
   if (rows.length === 0) return;
   await tx.unsafe(RECORD_DUPLICATES, [tx.json(rows)], { prepare: true });
 }
@@ -130,24 +131,21 @@ function isRetriable(err: unknown): boolean {
 
 function toOutcome(plan: Plan, decision: Decision | undefined, finished_at: string): Outcome {
   const { event, def } = plan;
-  const base = {
-    id: event.id,
-    idempotency_key: event.metadata.idempotency_key,
-    command: event.command,
-    version: event.version,
-    finished_at,
-  };
-  if (plan.kind === "refuse") {
-    const cause = new Error(plan.error.message);
-    return { event, def, result: { ...base, status: "failed", rows_affected: 0, error: plan.error }, cause };
-  }
+  const { id, command, version } = event;
+  const { idempotency_key } = event.metadata;
+  // Fields in DESIGN.md's order.
+  const result = (status: CommandResult["status"], rows_affected: number, error?: SqlFailure): CommandResult =>
+    error
+      ? { id, idempotency_key, command, version, status, rows_affected, error, finished_at }
+      : { id, idempotency_key, command, version, status, rows_affected, finished_at };
+  if (plan.kind === "refuse") return { event, def, result: result("failed", 0, plan.error), cause: new Error(plan.error.message) };
   const d = decision!;
   switch (d.status) {
     case "applied":
-      return { event, def, result: { ...base, status: "applied", rows_affected: d.rows } };
+      return { event, def, result: result("applied", d.rows) };
     case "duplicate":
-      return { event, def, result: { ...base, status: "duplicate", rows_affected: 0 }, original: d.original };
+      return { event, def, result: result("duplicate", 0), original: d.original };
     case "failed":
-      return { event, def, result: { ...base, status: "failed", rows_affected: 0, error: d.error }, cause: d.cause };
+      return { event, def, result: result("failed", 0, d.error), cause: d.cause };
   }
 }

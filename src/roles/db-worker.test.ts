@@ -7,7 +7,8 @@ import { DLQ_HEADERS } from "../db/dead-letter.ts";
 import { RetriableBatchError } from "../db/errors.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
 import { rng } from "../api/fakes.ts";
-import { decodeBatch, handleBatch, plainCommandEvent, type BatchDeps } from "./db-worker.ts";
+import { Counter, Registry } from "prom-client";
+import { countOutcomes, decodeBatch, handleBatch, plainCommandEvent, type BatchDeps } from "./db-worker.ts";
 
 const TOPICS = { results: "db-results", dlq: "db-events.dlq" };
 const NOW = new Date("2026-01-02T03:04:05.678Z");
@@ -305,4 +306,18 @@ describe("plainCommandEvent, the shortcut past CommandEventSchema", () => {
     expect(decoded.deadLetters).toEqual([]);
     expect(decoded.events).toEqual([{ ...e, payload: { name: "A" } }]);
   });
+});
+
+test("countOutcomes counts each command and status, in runs or mixed", async () => {
+  const registry = new Registry();
+  const counter = new Counter({ name: "c", help: "h", labelNames: ["command", "status"], registers: [registry] });
+  const o = (command: string, status: CommandResult["status"]): Outcome => {
+    const e = event(command);
+    return { event: e, result: result(e, status) };
+  };
+  countOutcomes([o("a", "applied"), o("a", "applied"), o("b", "applied"), o("a", "applied"), o("a", "failed"), o("a", "failed")], counter);
+  countOutcomes([], counter);
+  countOutcomes([o("b", "duplicate")], counter);
+  const values = (await counter.get()).values.map((x) => [x.labels.command, x.labels.status, x.value]);
+  expect(values.sort()).toEqual([["a", "applied", 3], ["a", "failed", 2], ["b", "applied", 1], ["b", "duplicate", 1]]);
 });

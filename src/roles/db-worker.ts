@@ -535,15 +535,19 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
 
 const partitionKey = (p: TopicPartition) => `${p.topic}:${p.partition}`;
 
-function countOutcomes(outcomes: Outcome[], counter: Counter<"command" | "status">): void {
-  const counts = new Map<string, { command: string; status: string; n: number }>();
+/** Adds a batch's outcomes to the per-command, per-status counter. */
+export function countOutcomes(outcomes: Outcome[], counter: Counter<"command" | "status">): void {
+  // Runs of the same command and status (the usual batch is one run) count as one increment.
+  let run: { command: string; status: string; n: number } | undefined;
   for (const { result } of outcomes) {
-    const k = `${result.command}\0${result.status}`;
-    const c = counts.get(k);
-    if (c) c.n++;
-    else counts.set(k, { command: result.command, status: result.status, n: 1 });
+    if (run && run.command === result.command && run.status === result.status) {
+      run.n++;
+      continue;
+    }
+    if (run) counter.inc({ command: run.command, status: run.status }, run.n);
+    run = { command: result.command, status: result.status, n: 1 };
   }
-  for (const { command, status, n } of counts.values()) counter.inc({ command, status }, n);
+  if (run) counter.inc({ command: run.command, status: run.status }, run.n);
 }
 
 function seekBack(consumer: Consumer, batch: Message[]): void {

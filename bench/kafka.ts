@@ -11,14 +11,13 @@
  * Produce is timed from client start to the last delivery report (kcat: process start to exit).
  * Consume is timed from the first message to the N-th ("steady", the ratio) and from start
  * (wall, which adds the group join for ours and start-up for kcat). CPU time (this process's, or
- * kcat's) is printed too: on a busy machine it says more than msgs/s. With `--rounds R` each
- * side runs R times, alternating, and the best run of each counts.
+ * kcat's) is printed too: on a busy machine it says more than msgs/s. Each side runs `--rounds`
+ * times (default 3), alternating, and the best run of each counts.
  *
  * @example
  * ```sh
- * bun run bench kafka                       # 1,000,000 messages
- * bun run bench kafka --messages 100000 --txn-messages 5000
- * bun run bench kafka --rounds 3
+ * bun run bench kafka                       # 1,000,000 messages, best of 3 rounds
+ * bun run bench kafka --messages 100000 --txn-messages 5000 --rounds 1
  * bun run bench kafka --no-kcat --brokers 127.0.0.1:9092
  * ```
  */
@@ -221,7 +220,7 @@ function options(args: string[]): KafkaBenchOptions {
     txnMessages: a.positive("txn-messages", 20_000),
     txnConcurrency: a.positive("txn-concurrency", 500),
     kcat: !a.flag("no-kcat"),
-    rounds: a.positive("rounds", 1),
+    rounds: a.positive("rounds", 3),
   };
 }
 

@@ -225,6 +225,34 @@ describe("db-worker while PostgreSQL is unreachable", () => {
   }, 90_000);
 });
 
+describe("db-worker after a batch that failed for good", () => {
+  test("the batch comes again, with those fetched behind it: nothing lost, nothing applied twice", async () => {
+    await using world = await createWorld();
+    const worker = await startWorker(world);
+    const seen = collect([world.topics.results, world.topics.dlq]);
+    try {
+      // Not transient (42P01): every batch fails as a whole, is sought back and comes again.
+      await world.db.sql`ALTER TABLE idempotency_log RENAME TO idempotency_log_away`;
+      const events = Array.from({ length: 6000 }, (_, i) => createUser(i, `refetch-${world.id}`));
+      await produceEvents(world.topics.events, events);
+      await Bun.sleep(1500); // a few failed tries, with the next batches fetched meanwhile
+      expect(await world.count("users")).toBe(0);
+      await world.db.sql`ALTER TABLE idempotency_log_away RENAME TO idempotency_log`;
+
+      await waitFor(async () => (await world.count("idempotency_log")) === events.length, "every command applied", { timeoutMs: 45_000 });
+      expect(await world.count("users")).toBe(events.length);
+      await seen.until(() => results(seen, world.topics.results).length >= events.length, "every result");
+      const byStatus = Map.groupBy(results(seen, world.topics.results), (r) => r.status);
+      expect([...byStatus.keys()]).toEqual(["applied"]);
+      expect(new Set(byStatus.get("applied")!.map((r) => r.id)).size).toBe(events.length);
+      expect(seen.on(world.topics.dlq)).toEqual([]);
+    } finally {
+      await seen.stop();
+      await worker.stop();
+    }
+  }, 90_000);
+});
+
 describe("db-worker rebalance", () => {
   test("two workers in one group, one stopped mid-stream: nothing lost, nothing applied twice", async () => {
     await using world = await createWorld();

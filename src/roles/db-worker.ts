@@ -464,14 +464,19 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
       failures = 0;
       return true;
     } catch (err) {
-      if (!s.abort.signal.aborted) {
-        logger.error({ err }, "batch failed; it will be redelivered");
-        // NOTE: without a commit the same messages come again only after a rebalance or restart;
-        // seek back so this member retries them itself, after a pause so a lasting failure does
-        // not spin. What was committed to PostgreSQL comes back as duplicates.
-        seekBack(consumer, [...(s.previous ?? []), ...s.batch, ...held]);
-        await abortableSleep(backoffDelay(failures++, REDELIVERY_BACKOFF), abort.signal).catch(() => {});
+      // Stopping: nothing more is committed, and the next start begins at the last commit.
+      if (abort.signal.aborted) return false;
+      // NOTE: without a commit the same messages come again only after a rebalance or restart;
+      // seek back so this member retries them itself. What was committed to PostgreSQL comes back
+      // as duplicates. A batch cut short by a revocation comes again on the partitions we keep.
+      seekBack(consumer, [...(s.previous ?? []), ...s.batch, ...held]);
+      if (s.abort.signal.aborted) {
+        logger.warn({ err }, "batch cut short by a rebalance; what is still ours will be redelivered");
+        return false;
       }
+      logger.error({ err }, "batch failed; it will be redelivered");
+      // After a pause, so a lasting failure does not spin.
+      await abortableSleep(backoffDelay(failures++, REDELIVERY_BACKOFF), abort.signal).catch(() => {});
       return false;
     }
   };
@@ -550,12 +555,15 @@ export function countOutcomes(outcomes: Outcome[], counter: Counter<"command" | 
   if (run) counter.inc({ command: run.command, status: run.status }, run.n);
 }
 
+/** Seeks each partition of `batch` still assigned to this member back to its first message there. */
 function seekBack(consumer: Consumer, batch: Message[]): void {
+  const ours = new Set(consumer.assignment().map(partitionKey));
   const first = new Map<string, TopicPartitionOffset>();
   for (const m of batch) {
     const k = partitionKey(m);
-    if (!first.has(k)) first.set(k, { topic: m.topic, partition: m.partition, offset: m.offset });
+    if (ours.has(k) && !first.has(k)) first.set(k, { topic: m.topic, partition: m.partition, offset: m.offset });
   }
+  if (first.size === 0) return;
   try {
     consumer.seek([...first.values()]);
   } catch {}

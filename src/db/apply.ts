@@ -131,21 +131,23 @@ function isRetriable(err: unknown): boolean {
 
 function toOutcome(plan: Plan, decision: Decision | undefined, finished_at: string): Outcome {
   const { event, def } = plan;
-  const { id, command, version } = event;
-  const { idempotency_key } = event.metadata;
-  // Fields in DESIGN.md's order.
-  const result = (status: CommandResult["status"], rows_affected: number, error?: SqlFailure): CommandResult =>
-    error
-      ? { id, idempotency_key, command, version, status, rows_affected, error, finished_at }
-      : { id, idempotency_key, command, version, status, rows_affected, finished_at };
-  if (plan.kind === "refuse") return { event, def, result: result("failed", 0, plan.error), cause: new Error(plan.error.message) };
+  if (plan.kind === "refuse") return { event, def, result: toResult(event, "failed", 0, finished_at, plan.error), cause: new Error(plan.error.message) };
   const d = decision!;
   switch (d.status) {
     case "applied":
-      return { event, def, result: result("applied", d.rows) };
+      return { event, def, result: toResult(event, "applied", d.rows, finished_at) };
     case "duplicate":
-      return { event, def, result: result("duplicate", 0), original: d.original };
+      return { event, def, result: toResult(event, "duplicate", 0, finished_at), original: d.original };
     case "failed":
-      return { event, def, result: result("failed", 0, d.error), cause: d.cause };
+      return { event, def, result: toResult(event, "failed", 0, finished_at, d.error), cause: d.cause };
   }
+}
+
+/** The event's `CommandResult`, fields in DESIGN.md's order. */
+function toResult(event: CommandEvent, status: CommandResult["status"], rows_affected: number, finished_at: string, error?: SqlFailure): CommandResult {
+  const { id, command, version } = event;
+  const { idempotency_key } = event.metadata;
+  return error
+    ? { id, idempotency_key, command, version, status, rows_affected, error, finished_at }
+    : { id, idempotency_key, command, version, status, rows_affected, finished_at };
 }

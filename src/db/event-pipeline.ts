@@ -199,7 +199,8 @@ async function tryTogether(
   if (stored) for (const row of await stored) originals.set(row.key, toStored([row])!);
   const decisions: Decision[] = [];
   const recount: { key: string; rows: number }[] = [];
-  for (const [i, effect] of effects.entries()) {
+  for (let i = 0; i < effects.length; i++) {
+    const effect = effects[i];
     const { key } = keys[i]!;
     if (!effect) {
       decisions.push({ status: "duplicate", original: originals.get(key) ?? null });

@@ -11,9 +11,11 @@ import { isConnectionLost } from "./errors.ts";
 
 export type Pending = PendingQuery<Row[]>;
 
+const ignore = () => {};
+
 /** Starts a query now (postgres.js queries are lazy) without waiting for it; a rejection surfaces when awaited. */
 export function send(query: Pending): Pending {
-  query.execute().catch(() => {}); // handled where it is awaited; this only avoids an "unhandled rejection"
+  query.execute().catch(ignore); // handled where it is awaited; this only avoids an "unhandled rejection"
   return query;
 }
 

@@ -5,6 +5,10 @@
 #   scripts/services.sh down     stop only what `up` started
 #   scripts/services.sh status   say what runs
 #
+# For a private broker on other ports (bench/lib/broker.ts runs one for the chaos scenarios):
+#   scripts/services.sh kafka-home                      where the cached jars are (libs/)
+#   scripts/services.sh kafka-config DIR PORT CPORT     this broker configuration, written into DIR
+#
 # Kafka 3.9.x is deliberate: Kafka 4.x removed old protocol versions (KIP-896) and librdkafka
 # releases before that change (Debian ships 2.0.2) then disable idempotence (librdkafka#4948).
 # The jars come from Maven Central and are cached in $KITSUNE_CACHE (default ~/.cache/kitsune),
@@ -58,10 +62,12 @@ EOF
   rm -rf "$work"
 }
 
+# Writes kafka.properties and log4j.properties into $1 (data in $1/kafka-data, log in $1/kafka.log).
 kafka_config() {
-  local data=$STATE/kafka-data
+  local dir=$1
+  local data=$dir/kafka-data
   mkdir -p "$data"
-  cat >"$STATE/kafka.properties" <<EOF
+  cat >"$dir/kafka.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$CONTROLLER_PORT
@@ -85,10 +91,10 @@ delete.topic.enable=true
 log.retention.hours=24
 log.segment.bytes=268435456
 EOF
-  cat >"$STATE/log4j.properties" <<EOF
+  cat >"$dir/log4j.properties" <<EOF
 log4j.rootLogger=WARN, file
 log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File=$STATE/kafka.log
+log4j.appender.file.File=$dir/kafka.log
 log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaServer=INFO
@@ -110,7 +116,7 @@ kafka_up() {
   command -v java >/dev/null || { log "java (17+) is needed to run Kafka"; exit 1; }
   fetch_kafka
   mkdir -p "$STATE"
-  kafka_config
+  kafka_config "$STATE"
   if [ ! -f "$STATE/kafka-data/meta.properties" ]; then
     local cluster_id
     cluster_id=$( (kafka_java kafka.tools.StorageTool random-uuid) )
@@ -230,5 +236,10 @@ case "${1:-}" in
   up) pg_up; kafka_up ;;
   down) kafka_down; pg_down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  kafka-home) echo "$KAFKA_HOME" ;;
+  kafka-config)
+    [ $# -eq 4 ] || { echo "usage: $0 kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2; }
+    KAFKA_PORT=$3 CONTROLLER_PORT=$4 kafka_config "$2"
+    ;;
+  *) echo "usage: $0 up|down|status|kafka-home|kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2 ;;
 esac

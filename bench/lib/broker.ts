@@ -1,8 +1,9 @@
 /**
  * @module bench/lib/broker
  * A private single-node Kafka (KRaft) for the broker-outage chaos scenario, run from the jars
- * `scripts/services.sh up` caches, on ports of its own with a data directory of its own. Stopping
- * it disturbs nobody else — the shared broker on 9092 keeps serving other tests.
+ * `scripts/services.sh up` caches, with the configuration that script writes (`kafka-config`),
+ * on ports of its own with a data directory of its own. Stopping it disturbs nobody else — the
+ * shared broker on 9092 keeps serving other tests.
  *
  * @example
  * const broker = await startBroker({ dir });
@@ -10,17 +11,18 @@
  * await broker.start();       // same data directory: topics, offsets and transactions survive
  * await broker.destroy();
  */
-import { closeSync, existsSync, mkdirSync, openSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
+import { closeSync, existsSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { freePort } from "./procs.ts";
 
-export const KAFKA_VERSION = "3.9.2";
+const SERVICES = new URL("../../scripts/services.sh", import.meta.url).pathname;
 
-export function kafkaHome(): string {
-  const cache = process.env.KITSUNE_CACHE ?? join(homedir(), ".cache", "kitsune");
-  return join(cache, `kafka-${KAFKA_VERSION}`);
+/** Runs a `scripts/services.sh` sub-command; returns what it printed. */
+function services(...args: string[]): string {
+  const r = Bun.spawnSync(["bash", SERVICES, ...args], { stdout: "pipe", stderr: "pipe" });
+  if (!r.success) throw new Error(`scripts/services.sh ${args.join(" ")} failed: ${r.stderr.toString()}`);
+  return r.stdout.toString().trim();
 }
 
 export interface PrivateBroker {
@@ -38,49 +40,16 @@ export interface PrivateBroker {
 }
 
 export async function startBroker({ dir }: { dir: string }): Promise<PrivateBroker> {
-  const home = kafkaHome();
+  const home = services("kafka-home");
   if (!existsSync(join(home, "libs", ".complete"))) {
     throw new Error(`no Kafka jars in ${home}/libs: run scripts/services.sh up once (it fetches them)`);
   }
   const port = freePort();
   const controller = freePort();
-  const data = join(dir, "kafka-data");
-  mkdirSync(data, { recursive: true });
+  // The shared broker's configuration, on these ports and in this directory.
+  services("kafka-config", dir, String(port), String(controller));
   const props = join(dir, "kafka.properties");
-  writeFileSync(
-    props,
-    `process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:${controller}
-listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:${port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=${data}
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=6
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-delete.topic.enable=true
-`,
-  );
   const log4j = join(dir, "log4j.properties");
-  writeFileSync(
-    log4j,
-    `log4j.rootLogger=WARN, file
-log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File=${join(dir, "kafka.log")}
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-`,
-  );
   const java = (args: string[], out: string) => {
     const fd = openSync(out, "a");
     try {

@@ -1,4 +1,4 @@
-// handleBatch and decodeBatch without Kafka or PostgreSQL: hand-built messages, a fake `apply`.
+// decodeBatch and applyDecoded without Kafka or PostgreSQL: hand-built messages, a fake `apply`.
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { CommandEventSchema, CommandResultSchema, type CommandEvent, type CommandResult } from "../contracts.ts";
@@ -8,7 +8,7 @@ import { RetriableBatchError } from "../db/errors.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
 import { rng } from "../api/fakes.ts";
 import { Counter, Registry } from "prom-client";
-import { countOutcomes, decodeBatch, handleBatch, plainCommandEvent, type BatchDeps } from "./db-worker.ts";
+import { applyDecoded, countOutcomes, decodeBatch, plainCommandEvent, type BatchDeps, type BatchOutcome } from "./db-worker.ts";
 
 const TOPICS = { results: "db-results", dlq: "db-events.dlq" };
 const NOW = new Date("2026-01-02T03:04:05.678Z");
@@ -86,6 +86,10 @@ function fakeApply() {
   };
   return { apply, calls };
 }
+
+/** What a batch becomes, as the worker decides it: decoded, then applied. */
+const handleBatch = (messages: Message[], deps: BatchDeps): Promise<BatchOutcome> =>
+  applyDecoded(decodeBatch(messages, deps.topics.dlq, deps.now?.()), deps);
 
 const deps = (apply: BatchDeps["apply"]): BatchDeps => ({ apply, topics: TOPICS, now: () => NOW });
 const on = (topic: string, publish: OutgoingMessage[]) => publish.filter((m) => m.topic === topic);

@@ -120,15 +120,6 @@ export async function applyDecoded(decoded: DecodedBatch, deps: BatchDeps, sent?
 }
 
 /**
- * Decides what a batch becomes, without Kafka: events that do not parse are dead-lettered at once;
- * the rest are applied, and each gets a result (and a dead letter when it failed for good).
- * Throws `RetriableBatchError` when nothing was committed and the batch must be retried.
- */
-export function handleBatch(messages: Message[], deps: BatchDeps): Promise<BatchOutcome> {
-  return applyDecoded(decodeBatch(messages, deps.topics.dlq, deps.now?.()), deps);
-}
-
-/**
  * A shortcut past `CommandEventSchema` for the usual event: the fields the schema names, of the
  * types it asks, and a payload with none of the keys valibot's `record` leaves out. It returns what
  * the schema would (those fields, in its order), or undefined: the schema then says what is wrong.

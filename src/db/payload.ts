@@ -74,13 +74,10 @@ export function bindParams(def: CommandDef, payload: Record<string, unknown>): B
       issues.push({ path: name, message: `missing parameter "${name}"` });
       continue;
     }
-    // NOTE: a string for a text parameter, the usual case, needs no schema.
-    if (!(type === "text" && typeof value === "string")) {
-      const checked = v.safeParse(paramSchema(type), value);
-      if (!checked.success) {
-        issues.push({ path: name, message: `parameter "${name}": ${checked.issues[0].message}` });
-        continue;
-      }
+    const checked = v.safeParse(paramSchema(type), value);
+    if (!checked.success) {
+      issues.push({ path: name, message: `parameter "${name}": ${checked.issues[0].message}` });
+      continue;
     }
     values.push(toText(type, value));
   }

@@ -118,9 +118,12 @@ export class NativeClient {
     eventMask: number,
     private readonly onEvent: EventHandler,
     private readonly onError: (err: KafkaError) => void = () => {},
+    /** Last changes to the configuration (e.g. a C callback) before the handle is created. */
+    configure?: (conf: Pointer) => void,
   ) {
     const lib = rdk();
     const conf = buildConf(config, eventMask | EVENT.ERROR | EVENT.STATS);
+    configure?.(conf);
     const errstr = new Uint8Array(512);
     const rk = lib.rd_kafka_new(type, conf, ptr(errstr), errstr.length);
     if (!rk) {

@@ -13,9 +13,9 @@
  * }
  */
 import { EVENTS_PER_TURN, NativeClient } from "./client.ts";
-import { DESTROY_F_NO_CONSUMER_CLOSE, ERR, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
+import { DESTROY_F_NO_CONSUMER_CLOSE, ERR, errString, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
-import { native, RECORD } from "./native.ts";
+import { native, RECORD, STATE } from "./native.ts";
 import { readList, tpKey, withList } from "./partitions.ts";
 import type { KafkaConfig, Message, TopicPartition, TopicPartitionOffset } from "./types.ts";
 
@@ -135,12 +135,12 @@ export class Consumer {
   private fatal: KafkaError | undefined;
   /** The native fetch loop (native.c), when it could be built; see `pollFetched`. */
   private readonly native;
-  private readonly fetchResult = new Uint32Array(10);
-  private readonly fetchResultAddr: Pointer;
-  private chunk = new Chunk(0);
+  /** native.c's `state_t` of this consumer (its u32 words), and its address. */
+  private readonly fetchState = new Uint32Array(STATE.size / 4);
+  private readonly fetchStateAddr: Pointer;
+  /** Where native.c writes fetched messages, reused by every fetch (allocated on first use). */
+  private chunk: Chunk | undefined;
   private readonly texts = new TextCache();
-  /** A fetched message the native loop left to the event handler (an error, or too big). */
-  private leftMessage: Pointer | undefined;
 
   constructor(config: KafkaConfig, options: ConsumerOptions = {}) {
     if (!config["group.id"]) throw new KafkaError(-186, "a consumer needs group.id", { codeName: "_INVALID_ARG" });
@@ -149,10 +149,11 @@ export class Consumer {
     // for, which would leave an earlier ptr() dangling.
     void this.hdrOut.buffer;
     this.hdrOutAddr = ptr(this.hdrOut) as number;
-    void this.fetchResult.buffer;
-    this.fetchResultAddr = ptr(this.fetchResult);
+    void this.fetchState.buffer;
+    this.fetchStateAddr = ptr(this.fetchState);
     this.maxBuffered = options.maxBuffered ?? 20_000;
-    this.native = options.native === false ? null : native();
+    const fast = options.native === false ? null : native();
+    this.native = fast;
     this.client = new NativeClient(
       RD_KAFKA_CONSUMER,
       { "partition.assignment.strategy": defaultAssignmentStrategy(), ...CONSUMER_DEFAULTS, ...config, ...CONSUMER_SAFETY },
@@ -165,10 +166,18 @@ export class Consumer {
         }
         options.onError?.(err);
       },
+      // The batch call of native.c serves rebalances through this callback, not as events.
+      fast
+        ? (conf) => {
+            rdk().rd_kafka_conf_set_rebalance_cb(conf, fast.rebalanceCb);
+            rdk().rd_kafka_conf_set_opaque(conf, this.fetchStateAddr);
+          }
+        : undefined,
     );
     const lib = rdk();
-    const err = lib.rd_kafka_poll_set_consumer(this.client.rk);
-    if (err) throw KafkaError.fromCode(err, "poll_set_consumer");
+    // NOTE: the main queue (errors, statistics) is served apart, not forwarded to the consumer
+    // queue by rd_kafka_poll_set_consumer(): native.c's batch call would log its events away.
+    this.client.serveQueue(lib.rd_kafka_queue_get_main(this.client.rk)!);
     this.consumerQueue = lib.rd_kafka_queue_get_consumer(this.client.rk)!;
     this.commitQueue = lib.rd_kafka_queue_new(this.client.rk)!;
     this.client.serveQueue(this.commitQueue);
@@ -360,19 +369,12 @@ export class Consumer {
   private onEvent(ev: Pointer, type: number): void {
     const lib = rdk();
     if (type === EVENT.FETCH) {
-      const m = this.leftMessage ?? lib.rd_kafka_event_message_next(ev);
-      this.leftMessage = undefined;
+      const m = lib.rd_kafka_event_message_next(ev);
       if (m) this.onMessage(m);
       return;
     }
     if (type === EVENT.REBALANCE) {
-      const code = lib.rd_kafka_event_error(ev);
-      const parts = readList(lib.rd_kafka_event_topic_partition_list(ev)).map(({ topic, partition }) => ({ topic, partition }));
-      const lost = lib.rd_kafka_assignment_lost(this.client.rk) === 1;
-      // Rebalances are handled one after another, in the order librdkafka asked for them.
-      this.rebalancing = this.rebalancing.then(() =>
-        code === ERR.ASSIGN_PARTITIONS ? this.assign(parts) : this.revoke(parts, { lost }),
-      );
+      this.rebalance(lib.rd_kafka_event_error(ev), lib.rd_kafka_event_topic_partition_list(ev));
       return;
     }
     if (type === EVENT.OFFSET_COMMIT) {
@@ -388,36 +390,77 @@ export class Consumer {
     }
   }
 
-  /**
-   * Serves the consumer queue through native.c: fetched messages are copied in bulk into a chunk
-   * and turned into Messages here; any other event is returned for `onEvent`.
-   */
-  private pollFetched(queue: Pointer): Pointer | "empty" | "yield" {
-    const r = this.fetchResult;
-    for (let served = 0; served < EVENTS_PER_TURN; ) {
-      if (this.chunk.room < CHUNK_MIN_ROOM) this.chunk = new Chunk(CHUNK_SIZE);
-      const chunk = this.chunk;
-      this.native!.fetch(queue, (chunk.addr + chunk.used) as unknown as Pointer, chunk.room, FETCH_MAX, this.fetchResultAddr);
-      const count = r[2]!;
-      if (count > 0) this.takeRecords(chunk, count);
-      chunk.used += r[0]!;
-      served += count;
-      const ev = r[4]! + r[5]! * 4294967296;
-      if (ev) {
-        const m = r[6]! + r[7]! * 4294967296;
-        this.leftMessage = m ? (m as unknown as Pointer) : undefined;
-        return ev as unknown as Pointer;
-      }
-      if (r[8] || this.holding) return "empty";
-    }
-    return "yield";
+  /** librdkafka asks for an assignment change: handled after those it asked for before. */
+  private rebalance(code: number, list: Pointer | null): void {
+    const parts = readList(list).map(({ topic, partition }) => ({ topic, partition }));
+    const lost = rdk().rd_kafka_assignment_lost(this.client.rk) === 1;
+    this.rebalancing = this.rebalancing.then(() =>
+      code === ERR.ASSIGN_PARTITIONS ? this.assign(parts) : this.revoke(parts, { lost }),
+    );
   }
 
-  /** Turns `count` records of native.c, from `chunk.used` on, into Messages; values are views of the chunk. */
+  /**
+   * Serves the consumer queue through native.c: fetched messages are copied in bulk into a chunk
+   * and turned into Messages here, and the rebalances its callback recorded are handled. Returns
+   * only once nothing it took from librdkafka is left pending in native.c.
+   */
+  private pollFetched(queue: Pointer): "empty" | "yield" {
+    const st = this.fetchState;
+    const lib = rdk();
+    for (let served = 0; ; ) {
+      const chunk = (this.chunk ??= new Chunk(CHUNK_SIZE));
+      this.native!.fetch(queue, chunk.addr as unknown as Pointer, CHUNK_SIZE, FETCH_MAX, this.fetchStateAddr);
+      const count = st[STATE.records / 4]!;
+      if (count > 0) this.takeRecords(chunk, count);
+      served += count;
+      const left = st[STATE.left / 4]! + st[STATE.left / 4 + 1]! * 4294967296;
+      if (left) {
+        // An error, or a message bigger than a chunk: read through plain FFI.
+        try {
+          this.onMessage(left as unknown as Pointer);
+        } finally {
+          lib.rd_kafka_message_destroy(left as unknown as Pointer);
+        }
+        served++;
+      }
+      if (st[STATE.rebalances / 4]) this.takeRebalances();
+      if (st[STATE.start / 4]! < st[STATE.count / 4]!) continue;
+      if (st[STATE.empty / 4] || this.holding) return "empty";
+      if (served >= EVENTS_PER_TURN) return "yield";
+    }
+  }
+
+  /** The rebalances native.c's callback recorded during the last fetch, in order. */
+  private takeRebalances(): void {
+    const st = this.fetchState;
+    const lib = rdk();
+    const errs = new Int32Array(st.buffer, STATE.rebalanceErr, STATE.rebalanceSlots * 2);
+    for (let i = 0; i < st[STATE.rebalances / 4]!; i++) {
+      const at = STATE.rebalanceList / 4 + 2 * i;
+      const list = (st[at]! + st[at + 1]! * 4294967296) as unknown as Pointer;
+      this.rebalance(errs[2 * i]!, list);
+      if (list) lib.rd_kafka_topic_partition_list_destroy(list);
+    }
+    st[STATE.rebalances / 4] = 0;
+    if (st[STATE.overflow / 4]) {
+      st[STATE.overflow / 4] = 0;
+      // Cannot happen (librdkafka waits for each assign call); if it did, the group would hang.
+      this.fatal = new KafkaError(-1, "rebalances were lost: native.c's table of them overflowed", { fatal: true });
+      this.opts.onError?.(this.fatal);
+      this.wake();
+    }
+  }
+
+  /**
+   * Turns `count` records of native.c into Messages. Keys and values are copies: small typed
+   * arrays live in the JS heap, whose memory the collector reuses. NOTE: views of fresh 256 KiB
+   * chunks, one per ~1,000 messages, let the heap grow to ~750 MB between collections in some runs,
+   * and the page faults of all that fresh memory halved the consumer's throughput.
+   */
   private takeRecords(chunk: Chunk, count: number): void {
     if (this.closing) return;
-    const view = chunk.view;
-    let at = chunk.used;
+    const { view, bytes } = chunk;
+    let at = 0;
     for (let i = 0; i < count; i++) {
       const rkt = view.getUint32(at + RECORD.rkt, true) + view.getUint32(at + RECORD.rkt + 4, true) * 4294967296;
       let topic = this.topicNames.get(rkt);
@@ -428,18 +471,18 @@ export class Consumer {
       const keyLen = view.getInt32(at + RECORD.keyLen, true);
       const valueLen = view.getInt32(at + RECORD.valueLen, true);
       let p = at + RECORD.head;
-      const key = keyLen < 0 ? null : new Uint8Array(chunk.buffer, p, keyLen);
+      const key = keyLen < 0 ? null : bytes.slice(p, p + keyLen);
       if (keyLen > 0) p += keyLen;
-      const value = valueLen < 0 ? null : new Uint8Array(chunk.buffer, p, valueLen);
+      const value = valueLen < 0 ? null : bytes.slice(p, p + valueLen);
       if (valueLen > 0) p += valueLen;
       const headers: Record<string, string> = {};
       for (let h = view.getInt32(at + RECORD.headerCount, true); h > 0; h--) {
         const nameLen = view.getUint32(p, true);
         const len = view.getInt32(p + 4, true);
         p += 8;
-        const name = this.texts.get(chunk.bytes, p, nameLen);
+        const name = this.texts.get(chunk.text, p, nameLen);
         p += nameLen;
-        headers[name] = len > 0 ? this.texts.get(chunk.bytes, p, len) : "";
+        headers[name] = len > 0 ? this.texts.get(chunk.text, p, len) : "";
         if (len > 0) p += len;
       }
       const message: Message = {
@@ -475,7 +518,8 @@ export class Consumer {
     const lib = rdk();
     const err = read.i32(m, MESSAGE.err);
     if (err !== 0) {
-      if (err !== ERR.PARTITION_EOF) this.opts.onError?.(KafkaError.fromCode(err, "consume"));
+      // A consumer error (e.g. a subscribed topic that does not exist) carries its text.
+      if (err !== ERR.PARTITION_EOF) this.opts.onError?.(new KafkaError(err, String(lib.rd_kafka_message_errstr(m) ?? errString(err))));
       return;
     }
     const rkt = read.ptr(m, MESSAGE.rkt) as number;
@@ -606,6 +650,8 @@ export class Consumer {
     // NOTE: the close above may have run out of time. Plain rd_kafka_destroy() would then start a
     // consumer close of its own and block the event loop until it finished, with nobody left to
     // serve its rebalance events.
+    // Messages native.c took but did not hand out (none, unless a turn was cut short) go first.
+    this.native?.release(this.fetchStateAddr);
     this.client.destroy(DESTROY_F_NO_CONSUMER_CLOSE);
     this.buffer = [];
   }
@@ -616,30 +662,23 @@ const THROTTLE_HOLD_MS = 5000;
 
 /** Most messages one native fetch call takes (it runs again while more are waiting). */
 const FETCH_MAX = 1000;
+/** A message bigger than this takes the FFI path. */
 const CHUNK_SIZE = 1 << 18;
-/** A chunk with less room than this is replaced; a message bigger than the room takes the FFI path. */
-const CHUNK_MIN_ROOM = 1 << 14;
 
-/**
- * Where native.c writes fetched messages. Messages are views of it, so a chunk (256 KiB) lives as
- * long as any message of it does; a new one is started when one fills.
- */
+/** Where native.c writes fetched messages; each fetch reuses it. */
 class Chunk {
-  readonly bytes: Buffer;
-  readonly buffer: ArrayBuffer;
+  readonly bytes: Uint8Array;
+  /** The same bytes as a Buffer, for its UTF-8 decoding. */
+  readonly text: Buffer;
   readonly view: DataView;
   readonly addr: number;
-  used = 0;
 
   constructor(size: number) {
-    this.buffer = new ArrayBuffer(size);
-    this.bytes = Buffer.from(this.buffer);
-    this.view = new DataView(this.buffer);
-    this.addr = size > 0 ? (ptr(this.bytes) as number) : 0;
-  }
-
-  get room(): number {
-    return this.buffer.byteLength - this.used;
+    const buffer = new ArrayBuffer(size);
+    this.bytes = new Uint8Array(buffer);
+    this.text = Buffer.from(buffer);
+    this.view = new DataView(buffer);
+    this.addr = ptr(this.bytes) as number;
   }
 }
 
@@ -664,7 +703,7 @@ export class TextCache {
       if (i === len) return this.values[slot]!;
     }
     const text = utf8(bytes, start, len);
-    // A copy: a view would keep its whole 256 KiB chunk alive.
+    // A copy: the next fetch overwrites the chunk.
     this.keys[slot] = Uint8Array.prototype.slice.call(bytes, start, start + len);
     this.values[slot] = text;
     return text;

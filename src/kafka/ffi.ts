@@ -18,6 +18,8 @@ export const symbols = {
   rd_kafka_conf_destroy: { args: [T.ptr], returns: T.void },
   rd_kafka_conf_set: { args: [T.ptr, T.ptr, T.ptr, T.ptr, T.u64], returns: T.i32 },
   rd_kafka_conf_set_events: { args: [T.ptr, T.i32], returns: T.void },
+  rd_kafka_conf_set_rebalance_cb: { args: [T.ptr, T.ptr], returns: T.void },
+  rd_kafka_conf_set_opaque: { args: [T.ptr, T.ptr], returns: T.void },
 
   rd_kafka_new: { args: [T.i32, T.ptr, T.ptr, T.u64], returns: T.ptr },
   rd_kafka_destroy: { args: [T.ptr], returns: T.void },
@@ -32,6 +34,9 @@ export const symbols = {
   rd_kafka_queue_new: { args: [T.ptr], returns: T.ptr },
   rd_kafka_queue_destroy: { args: [T.ptr], returns: T.void },
   rd_kafka_queue_poll: { args: [T.ptr, T.i32], returns: T.ptr },
+  rd_kafka_consume_batch_queue: { args: [T.ptr, T.i32, T.ptr, T.u64], returns: T.i64 },
+  rd_kafka_message_destroy: { args: [T.ptr], returns: T.void },
+  rd_kafka_message_errstr: { args: [T.ptr], returns: T.cstring },
   rd_kafka_queue_io_event_enable: { args: [T.ptr, T.i32, T.ptr, T.u64], returns: T.void },
 
   rd_kafka_event_type: { args: [T.ptr], returns: T.i32 },
@@ -77,8 +82,8 @@ export const symbols = {
   rd_kafka_topic_partition_list_new: { args: [T.i32], returns: T.ptr },
   rd_kafka_topic_partition_list_add: { args: [T.ptr, T.ptr, T.i32], returns: T.ptr },
   rd_kafka_topic_partition_list_destroy: { args: [T.ptr], returns: T.void },
+  rd_kafka_topic_partition_list_copy: { args: [T.ptr], returns: T.ptr },
 
-  rd_kafka_poll_set_consumer: { args: [T.ptr], returns: T.i32 },
   rd_kafka_subscribe: { args: [T.ptr, T.ptr], returns: T.i32 },
   rd_kafka_unsubscribe: { args: [T.ptr], returns: T.i32 },
   rd_kafka_rebalance_protocol: { args: [T.ptr], returns: T.cstring },

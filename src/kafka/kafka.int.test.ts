@@ -160,6 +160,22 @@ describe("producer and consumer", () => {
     expect([m4.partition, m4.offset]).toEqual([reports[3]!.partition, reports[3]!.offset]);
   });
 
+  test.each([
+    ["native fetch loop", true],
+    ["plain FFI", false],
+  ] as const)("a subscribed topic that does not exist is reported to onError with librdkafka's text (%s)", async (_name, native) => {
+    const errors: KafkaError[] = [];
+    const c = consumer({}, { native, onError: (e) => void errors.push(e) });
+    const missing = `kitsune-int-missing-${process.pid}-${++seq}`;
+    c.subscribe([missing]);
+    const reading = take(c, 1, 15_000).catch(() => []);
+    await until(() => errors.length > 0, "the consumer error", 15_000);
+    await c.close();
+    expect(await reading).toEqual([]);
+    expect(errors[0]!.codeName).toBe("UNKNOWN_TOPIC_OR_PART");
+    expect(errors[0]!.message).toContain(missing);
+  });
+
   test("sendAll: one report per message, in order, across topics; the first failure rejects it; [] is []", async () => {
     await using t = await topics([{ partitions: 3 }, { partitions: 1, config: { "max.message.bytes": "1000" } }]);
     const [a, small] = t.names as [string, string];
@@ -217,7 +233,10 @@ describe("producer and consumer", () => {
     }
   });
 
-  test("two members share the partitions; when one leaves the other takes all and nothing is lost", async () => {
+  test.each([
+    ["native fetch loop: rebalances through its callback", true],
+    ["plain FFI: rebalances as events", false],
+  ] as const)("two members share the partitions; when one leaves the other takes all and nothing is lost (%s)", async (_name, native) => {
     await using t = await topics([{ partitions: 6 }]);
     const [topic] = t.names as [string];
     const group = groupId();
@@ -228,12 +247,13 @@ describe("producer and consumer", () => {
 
     const gotA: Message[] = [];
     const gotB: Message[] = [];
-    const a = new Consumer({ ...base, "group.id": group });
+    const a = new Consumer({ ...base, "group.id": group }, { native });
+    expect(a.fetchPath).toBe(native ? "native" : "ffi");
     a.subscribe([topic]);
     const runA = drainInto(a, gotA);
     await until(() => a.assignment().length === 6, "the first member to get all 6 partitions");
 
-    const b = new Consumer({ ...base, "group.id": group });
+    const b = new Consumer({ ...base, "group.id": group }, { native });
     b.subscribe([topic]);
     const runB = drainInto(b, gotB);
     await until(() => a.assignment().length > 0 && b.assignment().length > 0 && a.assignment().length + b.assignment().length === 6, "the two members to share the partitions");

@@ -1,9 +1,15 @@
 /*
  * The consumer's hot loop in C, compiled at start-up by Bun's built-in TinyCC (bun:ffi `cc`).
  *
- * kitsune_fetch drains fetched messages from a librdkafka queue into one JS-owned buffer, so a
- * batch of messages costs one FFI call instead of ~8 per message. librdkafka's functions are not
- * linked: their addresses come from the binding's own dlopen, through kitsune_init.
+ * kitsune_fetch takes fetched messages from a librdkafka queue in bulk
+ * (`rd_kafka_consume_batch_queue`, about half the cost of one event per message) and copies them
+ * into one JS-owned buffer, so a batch costs one FFI call instead of ~8 per message.
+ * librdkafka's functions are not linked: their addresses come from the binding's own dlopen,
+ * through kitsune_init.
+ *
+ * The batch call serves rebalances through a rebalance callback instead of returning them as
+ * events; kitsune_rebalance_cb only records them in the consumer's state, and the binding handles
+ * them after the call, as it would the events (librdkafka waits for its assign call either way).
  *
  * Each record, 8-byte aligned, little-endian:
  *   u32 size (whole record, padding included)   i32 partition
@@ -29,58 +35,87 @@ typedef struct {
   void *_private;
 } message_t;
 
-#define EVENT_FETCH 0x2
 #define HEAD 48
+#define BATCH 1000
+#define REBALANCES 16
 
-static void *(*queue_poll)(void *q, int timeout_ms);
-static int (*event_type)(void *ev);
-static void *(*event_message_next)(void *ev);
-static void (*event_destroy)(void *ev);
+/*
+ * One consumer's state, in memory the binding owns (and keeps alive as long as the handle).
+ * Out: bytes, records, left, empty. Messages taken from librdkafka but not yet written
+ * are msgs[start..count); kitsune_fetch writes them out before it takes more.
+ */
+typedef struct {
+  int64_t bytes;
+  int64_t records;
+  /* A message left to the caller (an error, or one that does not fit); the caller destroys it. */
+  int64_t left;
+  /* 1 when the queue was found empty and nothing is pending. */
+  int64_t empty;
+  int32_t start;
+  int32_t count;
+  /* Rebalances recorded by kitsune_rebalance_cb since the binding last took them. */
+  int32_t rebalances;
+  /* Rebalances that did not fit in the table (a bug if ever non-zero). */
+  int32_t overflow;
+  int64_t rebalance_err[REBALANCES];
+  void *rebalance_list[REBALANCES];
+  void *msgs[BATCH];
+} state_t;
+
+static long (*consume_batch_queue)(void *q, int timeout_ms, void **msgs, size_t size);
+static void (*message_destroy)(void *m);
+static void *(*partition_list_copy)(const void *list);
 static int64_t (*message_timestamp)(const void *m, int *type);
 static int (*message_headers)(const void *m, void **hdrs);
 static int (*header_get_all)(const void *hdrs, size_t idx, const char **name, const void **value, size_t *size);
 
 void kitsune_init(void **fns) {
-  queue_poll = fns[0];
-  event_type = fns[1];
-  event_message_next = fns[2];
-  event_destroy = fns[3];
-  message_timestamp = fns[4];
-  message_headers = fns[5];
-  header_get_all = fns[6];
+  consume_batch_queue = fns[0];
+  message_destroy = fns[1];
+  partition_list_copy = fns[2];
+  message_timestamp = fns[3];
+  message_headers = fns[4];
+  header_get_all = fns[5];
 }
+
+/* Set as the consumer's rebalance_cb, with its state as the opaque: keeps a copy of the list. */
+static void kitsune_rebalance_cb(void *rk, int err, void *partitions, void *opaque) {
+  state_t *st = opaque;
+  if (st->rebalances >= REBALANCES) {
+    st->overflow++;
+    return;
+  }
+  st->rebalance_err[st->rebalances] = err;
+  st->rebalance_list[st->rebalances] = partitions ? partition_list_copy(partitions) : NULL;
+  st->rebalances++;
+}
+
+void *kitsune_rebalance_cb_addr(void) { return (void *)kitsune_rebalance_cb; }
 
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 
 /*
- * Serves up to `max` events of `queue` (never waiting), writing each fetched message as a record
- * into out[0..cap). Stops early at an event it does not handle: a non-message event, a message
- * with an error, or one that does not fit. That event (and its message, if any) is left to the
- * caller, which must destroy it.
- *   result[0] = bytes written, result[1] = records, result[2] = event left, result[3] = its message,
- *   result[4] = 1 when the queue was found empty.
+ * Writes up to `max` fetched messages of `queue` (never waiting) as records into out[0..cap).
+ * Stops early at a message it does not handle: one with an error, or one bigger than `cap`. That
+ * message is left to the caller (st->left), which must destroy it. Messages it took from
+ * librdkafka but did not write (out is full) stay pending in `st` for the next call.
  */
-void kitsune_fetch(void *queue, uint8_t *out, int64_t cap, int32_t max, int64_t *result) {
+void kitsune_fetch(void *queue, uint8_t *out, int64_t cap, int32_t max, state_t *st) {
   size_t used = 0;
   int64_t count = 0;
-  result[2] = 0;
-  result[3] = 0;
-  result[4] = 0;
+  st->left = 0;
+  st->empty = 0;
   while (count < max) {
-    void *ev = queue_poll(queue, 0);
-    if (!ev) {
-      result[4] = 1;
-      break;
+    if (st->start >= st->count) {
+      long n = consume_batch_queue(queue, 0, st->msgs, BATCH);
+      st->start = 0;
+      st->count = n > 0 ? (int32_t)n : 0;
+      if (st->count == 0) {
+        st->empty = 1;
+        break;
+      }
     }
-    if (event_type(ev) != EVENT_FETCH) {
-      result[2] = (int64_t)(intptr_t)ev;
-      break;
-    }
-    message_t *m = event_message_next(ev);
-    if (!m) {
-      event_destroy(ev);
-      continue;
-    }
+    message_t *m = st->msgs[st->start];
     void *hdrs = NULL;
     size_t nh = 0, hbytes = 0;
     const char *name;
@@ -95,11 +130,12 @@ void kitsune_fetch(void *queue, uint8_t *out, int64_t cap, int32_t max, int64_t 
     size_t klen = m->key ? m->key_len : 0;
     size_t vlen = m->payload ? m->len : 0;
     size_t size = pad8(HEAD + klen + vlen + hbytes);
-    if (m->err != 0 || used + size > (size_t)cap || size > 0x7fffffff) {
-      result[2] = (int64_t)(intptr_t)ev;
-      result[3] = (int64_t)(intptr_t)m;
+    if (m->err != 0 || size > (size_t)cap || size > 0x7fffffff) {
+      st->left = (int64_t)(intptr_t)m;
+      st->start++;
       break;
     }
+    if (used + size > (size_t)cap) break; /* the next call writes it */
     uint8_t *r = out + used;
     *(uint32_t *)(r + 0) = (uint32_t)size;
     *(int32_t *)(r + 4) = m->partition;
@@ -126,10 +162,16 @@ void kitsune_fetch(void *queue, uint8_t *out, int64_t cap, int32_t max, int64_t 
       if (value && vsize) memcpy(p, value, vsize);
       if (value) p += vsize;
     }
-    event_destroy(ev);
+    message_destroy(m);
+    st->start++;
     used += size;
     count++;
   }
-  result[0] = (int64_t)used;
-  result[1] = count;
+  st->bytes = (int64_t)used;
+  st->records = count;
+}
+
+/* Destroys the messages still pending (the consumer is going away). */
+void kitsune_release(state_t *st) {
+  while (st->start < st->count) message_destroy(st->msgs[st->start++]);
 }

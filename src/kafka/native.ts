@@ -16,9 +16,30 @@ import { rdk } from "./ffi.ts";
 import source from "./native.c" with { type: "text" };
 
 export interface Native {
-  /** See `kitsune_fetch` in native.c; `result` is an array of 5 int64s. */
-  fetch(queue: Pointer, out: Pointer, cap: number, max: number, result: Pointer): void;
+  /** See `kitsune_fetch` in native.c; `state` is a consumer's `STATE`. */
+  fetch(queue: Pointer, out: Pointer, cap: number, max: number, state: Pointer): void;
+  /** Destroys the messages still pending in `state`. */
+  release(state: Pointer): void;
+  /** The address of `kitsune_rebalance_cb`, for rd_kafka_conf_set_rebalance_cb (opaque: the state). */
+  rebalanceCb: Pointer;
 }
+
+/** Layout of native.c's `state_t`, in bytes. */
+export const STATE = {
+  bytes: 0,
+  records: 8,
+  left: 16,
+  empty: 24,
+  start: 32,
+  count: 36,
+  rebalances: 40,
+  overflow: 44,
+  rebalanceErr: 48,
+  rebalanceList: 48 + 16 * 8,
+  /** Most rebalances recorded between two fetch calls. */
+  rebalanceSlots: 16,
+  size: 48 + 32 * 8 + 1000 * 8,
+} as const;
 
 /** Record layout of native.c. */
 export const RECORD = {
@@ -56,21 +77,26 @@ export function native(): Native | null {
       symbols: {
         kitsune_init: { args: ["ptr"], returns: "void" },
         kitsune_fetch: { args: ["ptr", "ptr", "i64", "i32", "ptr"], returns: "void" },
+        kitsune_release: { args: ["ptr"], returns: "void" },
+        kitsune_rebalance_cb_addr: { args: [], returns: "ptr" },
       },
     });
     const lib = rdk() as unknown as Record<string, { ptr: number }>;
     const names = [
-      "rd_kafka_queue_poll",
-      "rd_kafka_event_type",
-      "rd_kafka_event_message_next",
-      "rd_kafka_event_destroy",
+      "rd_kafka_consume_batch_queue",
+      "rd_kafka_message_destroy",
+      "rd_kafka_topic_partition_list_copy",
       "rd_kafka_message_timestamp",
       "rd_kafka_message_headers",
       "rd_kafka_header_get_all",
     ];
     const table = new BigUint64Array(names.map((n) => BigInt(lib[n]!.ptr)));
     symbols.kitsune_init(ptr(table));
-    loaded = { fetch: symbols.kitsune_fetch as unknown as Native["fetch"] };
+    loaded = {
+      fetch: symbols.kitsune_fetch as unknown as Native["fetch"],
+      release: symbols.kitsune_release as unknown as Native["release"],
+      rebalanceCb: symbols.kitsune_rebalance_cb_addr() as Pointer,
+    };
   } catch (err) {
     nativeUnavailable = (err as Error)?.message ?? String(err);
     loaded = null;

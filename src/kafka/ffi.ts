@@ -66,6 +66,7 @@ export const symbols = {
   rd_kafka_error_destroy: { args: [T.ptr], returns: T.void },
 
   rd_kafka_produceva: { args: [T.ptr, T.ptr, T.u64], returns: T.ptr },
+  rd_kafka_produce_batch: { args: [T.ptr, T.i32, T.i32, T.ptr, T.i32], returns: T.i32 },
   rd_kafka_message_headers: { args: [T.ptr, T.ptr], returns: T.i32 },
   rd_kafka_header_get_all: { args: [T.ptr, T.u64, T.ptr, T.ptr, T.ptr], returns: T.i32 },
   // NOTE: i64_fast returns a plain number (no BigInt per message); timestamps fit in 53 bits.
@@ -201,6 +202,8 @@ export const EVENT = {
 
 export const VTYPE = { END: 0, TOPIC: 1, RKT: 2, PARTITION: 3, VALUE: 4, KEY: 5, OPAQUE: 6, MSGFLAGS: 7, TIMESTAMP: 8, HEADER: 9 } as const;
 export const MSG_F_COPY = 2;
+/** `rd_kafka_produce_batch`: each message's own `partition` field counts. */
+export const MSG_F_PARTITION = 8;
 export const PARTITION_UA = -1;
 export const ADMIN_OP = { CREATETOPICS: 1, DELETETOPICS: 2 } as const;
 
@@ -228,7 +231,7 @@ export const DESTROY_F_NO_CONSUMER_CLOSE = 0x8;
 
 // --- struct layouts (x86_64 / aarch64 Linux) -------------------------------------------------
 
-export const MESSAGE = { err: 0, rkt: 8, partition: 16, payload: 24, len: 32, key: 40, key_len: 48, offset: 56, opaque: 64 } as const;
+export const MESSAGE = { size: 72, err: 0, rkt: 8, partition: 16, payload: 24, len: 32, key: 40, key_len: 48, offset: 56, opaque: 64 } as const;
 export const TOPAR = { size: 64, topic: 0, partition: 8, offset: 16, err: 48 } as const;
 export const TOPAR_LIST = { cnt: 0, elems: 8 } as const;
 export const VU = { size: 72, union: 8 } as const;

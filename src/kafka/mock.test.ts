@@ -104,3 +104,60 @@ describe("injected Produce errors", () => {
     expect((await producer.send({ topic: "t", value: "next" })).topic).toBe("t");
   });
 });
+
+describe("a full local queue", () => {
+  test("sends wait for room instead of failing, and keep their order, send() and sendAll() alike", async () => {
+    const { cluster, producer } = setup({ "message.timeout.ms": 30_000, "queue.buffering.max.messages": 10 });
+    await producer.send({ topic: "t", value: "warm-up" });
+    cluster.brokerDown(1);
+    // 40 messages for a queue of 10: most wait in the binding until the broker is back.
+    const single = Array.from({ length: 15 }, (_, i) => producer.send({ topic: "t", value: `s${i}` }));
+    const batch = producer.sendAll(Array.from({ length: 25 }, (_, i) => ({ topic: "t", value: `b${i}` })));
+    await Bun.sleep(300);
+    expect(producer.inFlight).toBe(40);
+    cluster.brokerUp(1);
+    const reports = [...(await Promise.all(single)), ...(await batch)];
+    const offsets = reports.map((r) => r.offset);
+    expect(offsets).toEqual(offsets.map((_, i) => offsets[0]! + i));
+  });
+
+  test("a send still without room after queueFullTimeoutMs rejects with _QUEUE_FULL; those inside librdkafka are not touched", async () => {
+    const cluster = new MockCluster(1);
+    cluster.createTopic("t", 1);
+    const producer = new Producer(
+      { "bootstrap.servers": cluster.bootstrapServers, "message.timeout.ms": 30_000, "queue.buffering.max.messages": 5 },
+      { queueFullTimeoutMs: 200 },
+    );
+    cleanup.push(() => cluster.close(), () => producer.close(0));
+    await producer.send({ topic: "t", value: "warm-up" });
+    cluster.brokerDown(1);
+    const settled = producer.sendAll(Array.from({ length: 5 }, (_, i) => ({ topic: "t", value: `in${i}` })));
+    const late = Array.from({ length: 3 }, (_, i) => rejection(producer.send({ topic: "t", value: `late${i}` })));
+    const errors = await Promise.all(late);
+    expect(errors.map((e) => e.codeName)).toEqual(["_QUEUE_FULL", "_QUEUE_FULL", "_QUEUE_FULL"]);
+    expect(producer.inFlight).toBe(5);
+    cluster.brokerUp(1);
+    expect((await settled).map((r) => r.partition)).toEqual([0, 0, 0, 0, 0]);
+  });
+});
+
+describe("bad input", () => {
+  test("a value that is neither bytes nor text rejects its own send with _INVALID_ARG; the sends around it are delivered", async () => {
+    const { producer } = setup();
+    const [before, bad, after, badBatch] = await Promise.allSettled([
+      producer.send({ topic: "t", value: "before" }),
+      producer.send({ topic: "t", value: 123 as unknown as string }),
+      producer.send({ topic: "t", value: "after" }),
+      producer.sendAll([{ topic: "t", value: "v", key: {} as unknown as string }]),
+    ]);
+    expect(before.status).toBe("fulfilled");
+    expect(after.status).toBe("fulfilled");
+    for (const r of [bad, badBatch]) {
+      expect(r.status).toBe("rejected");
+      const err = (r as PromiseRejectedResult).reason as KafkaError;
+      expect(err.codeName).toBe("_INVALID_ARG");
+      expect(err.message).toContain("must be a Uint8Array, a string or null");
+    }
+    expect(producer.inFlight).toBe(0);
+  });
+});

@@ -1,9 +1,9 @@
-/** The producer's pure parts: the rd_kafka_vu_t encoder and the ring of pending sends (no broker). */
+/** The producer's pure parts: the rd_kafka_vu_t and rd_kafka_message_t encoders and the ring of pending sends (no broker). */
 import { CString, read, toArrayBuffer } from "bun:ffi";
 import { describe, expect, test } from "bun:test";
 import { nextOffsets } from "./consumer.ts";
-import { VTYPE, VU, type Pointer } from "./ffi.ts";
-import { PendingSends, VuEncoder } from "./producer.ts";
+import { MESSAGE, VTYPE, VU, type Pointer } from "./ffi.ts";
+import { BatchEncoder, PendingSends, VuEncoder } from "./producer.ts";
 import type { Message } from "./types.ts";
 
 type Decoded = { type: number } & Record<string, unknown>;
@@ -76,6 +76,55 @@ describe("VuEncoder", () => {
       { type: VTYPE.OPAQUE, opaque: 2 },
       { type: VTYPE.MSGFLAGS, int: 2 },
     ]);
+  });
+});
+
+/** Reads back what rd_kafka_produce_batch would see: per message partition, value, key (null: NULL) and opaque. */
+function decodeBatch(structs: Pointer, count: number) {
+  return Array.from({ length: count }, (_, i) => {
+    const at = (structs as unknown as number) + i * MESSAGE.size;
+    const payload = u64(at, MESSAGE.payload);
+    const key = u64(at, MESSAGE.key);
+    return {
+      err: read.i32(at as unknown as Pointer, MESSAGE.err),
+      partition: read.i32(at as unknown as Pointer, MESSAGE.partition),
+      value: payload ? bytes(payload, u64(at, MESSAGE.len)) : null,
+      key: key ? bytes(key, u64(at, MESSAGE.key_len)) : null,
+      opaque: u64(at, MESSAGE.opaque),
+    };
+  });
+}
+
+describe("BatchEncoder", () => {
+  test("values and keys as bytes or text, null as NULL, empty as empty; partition -1 unless given; the ids as opaques", () => {
+    const enc = new BatchEncoder();
+    const messages = [
+      { topic: "t", value: "héllo", key: new Uint8Array([1, 2, 3]) },
+      { topic: "t", value: null, key: "k", partition: 4 },
+      { topic: "t", value: "", key: null },
+      { topic: "t", value: new Uint8Array([9]) },
+    ];
+    const structs = enc.encode(messages, [0, 11, 2 ** 40 + 7, 13], 1, 4);
+    expect(decodeBatch(structs, 3)).toEqual([
+      { err: 0, partition: 4, value: null, key: utf8("k"), opaque: 11 },
+      { err: 0, partition: -1, value: [], key: null, opaque: 2 ** 40 + 7 },
+      { err: 0, partition: -1, value: [9], key: null, opaque: 13 },
+    ]);
+    expect(enc.errorAt(0)).toBe(0);
+  });
+
+  test("grows for many and big messages, and reuses its buffers afterwards", () => {
+    const enc = new BatchEncoder();
+    const big = new Uint8Array(300_000).map((_, i) => i & 0xff);
+    const many = Array.from({ length: 3000 }, (_, i) => ({ topic: "t", value: i === 1500 ? big : `v${i}`, key: "ü".repeat(i % 7) }));
+    const ids = many.map((_, i) => i + 1);
+    const d = decodeBatch(enc.encode(many, ids, 0, many.length), many.length);
+    expect(d[1500]!.value).toEqual([...big]);
+    expect(d.map((m) => m.opaque)).toEqual(ids);
+    expect(d.filter((_, i) => i !== 1500).map((m) => Buffer.from(m.value!).toString())).toEqual(many.filter((_, i) => i !== 1500).map((m) => m.value as string));
+    expect(d.map((m) => (m.key ? Buffer.from(m.key).toString() : null))).toEqual(many.map((m) => (m.key === "" ? "" : m.key)));
+    const again = decodeBatch(enc.encode([{ topic: "t", value: "v" }], [9], 0, 1), 1);
+    expect(again).toEqual([{ err: 0, partition: -1, value: utf8("v"), key: null, opaque: 9 }]);
   });
 });
 

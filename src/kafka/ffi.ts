@@ -66,6 +66,7 @@ export const symbols = {
   rd_kafka_error_destroy: { args: [T.ptr], returns: T.void },
 
   rd_kafka_produceva: { args: [T.ptr, T.ptr, T.u64], returns: T.ptr },
+  rd_kafka_poll_set_consumer: { args: [T.ptr], returns: T.i32 },
   rd_kafka_produce_batch: { args: [T.ptr, T.i32, T.i32, T.ptr, T.i32], returns: T.i32 },
   rd_kafka_message_headers: { args: [T.ptr, T.ptr], returns: T.i32 },
   rd_kafka_header_get_all: { args: [T.ptr, T.u64, T.ptr, T.ptr, T.ptr], returns: T.i32 },

@@ -306,6 +306,11 @@ export class BatchEncoder {
   }
 }
 
+/** What a send, or a staged one, gets once the producer is closed. */
+export function closedError(): KafkaError {
+  return new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false });
+}
+
 function notBytes(data: unknown): string {
   return `a key or value must be a Uint8Array, a string or null, not ${data === null ? "null" : typeof data}`;
 }
@@ -473,9 +478,7 @@ export class Producer implements MessageSink {
   }
 
   send(msg: OutgoingMessage): Promise<DeliveryReport> {
-    if (this.closing || this.client.isDestroyed) {
-      return Promise.reject(new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false }));
-    }
+    if (this.closing || this.client.isDestroyed) return Promise.reject(closedError());
     return new Promise<DeliveryReport>((resolve, reject) => {
       this.enqueue(msg, this.pending.add(new OneSend(msg.topic, resolve, reject)));
     });
@@ -483,9 +486,7 @@ export class Producer implements MessageSink {
 
   /** Sends every message; settles with their reports in order, or with the first failure. */
   sendAll(messages: OutgoingMessage[]): Promise<DeliveryReport[]> {
-    if (this.closing || this.client.isDestroyed) {
-      return Promise.reject(new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false }));
-    }
+    if (this.closing || this.client.isDestroyed) return Promise.reject(closedError());
     if (messages.length === 0) return Promise.resolve([]);
     return new Promise<DeliveryReport[]>((resolve, reject) => {
       const batch = new SendBatch(messages, resolve, reject);
@@ -518,20 +519,18 @@ export class Producer implements MessageSink {
     this.staged = [];
     this.stagedIds = [];
     if (this.client.isDestroyed) {
-      const err = new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false });
+      const err = closedError();
       for (const id of ids) this.pending.take(id)?.fail(id, err);
       return;
     }
     for (let i = 0; i < messages.length; ) {
       const msg = messages[i]!;
       if (this.backlog.length > 0) {
-        this.backlog.push({ msg, id: ids[i]!, since: performance.now() });
-        this.scheduleBacklog();
+        this.waitForRoom(msg, ids[i]!, performance.now());
         i++;
         continue;
       }
-      let rkt = this.topics.get(msg.topic);
-      if (rkt === undefined) rkt = this.topicHandle(msg.topic);
+      const rkt = this.topicHandle(msg.topic);
       if (!rkt || hasHeaders(msg)) {
         this.produceOne(msg, ids[i]!);
         i++;
@@ -574,8 +573,7 @@ export class Producer implements MessageSink {
       // NOTE: librdkafka fails every message after the first that found the queue full, so the
       // order of those that wait is kept.
       if (code === ERR.QUEUE_FULL && this.queueFullTimeoutMs > 0) {
-        this.backlog.push({ msg: messages[i]!, id, since: performance.now() });
-        this.scheduleBacklog();
+        this.waitForRoom(messages[i]!, id, performance.now());
         continue;
       }
       this.pending.take(id)?.fail(id, KafkaError.fromCode(code, `cannot produce to ${topic}`));
@@ -588,17 +586,14 @@ export class Producer implements MessageSink {
    * `since` is when the message first found the queue full, or -1.
    */
   private produce(msg: OutgoingMessage, id: number, since: number): boolean {
-    let rkt = this.topics.get(msg.topic);
-    if (rkt === undefined) rkt = this.topicHandle(msg.topic);
-    const vus = this.encoder.encode(msg, id, rkt);
+    const vus = this.encoder.encode(msg, id, this.topicHandle(msg.topic));
     const error = rdk().rd_kafka_produceva(this.client.rk, vus, this.encoder.count);
     if (!error) return true;
     const err = KafkaError.fromErrorPtr(error, `cannot produce to ${msg.topic}`);
     if (err.code === ERR.QUEUE_FULL) {
       const blockedSince = since < 0 ? performance.now() : since;
       if (performance.now() - blockedSince < this.queueFullTimeoutMs) {
-        if (this.backlog[0]?.id !== id) this.backlog.push({ msg, id, since: blockedSince });
-        this.scheduleBacklog();
+        this.waitForRoom(msg, id, blockedSince);
         return false;
       }
     }
@@ -609,10 +604,18 @@ export class Producer implements MessageSink {
 
   /** A cached `rd_kafka_topic_t *` for `topic`, freed in close(); a few topics is the norm. */
   private topicHandle(topic: string): Pointer | null {
+    const known = this.topics.get(topic);
+    if (known !== undefined) return known;
     if (this.topics.size >= 1000) return null;
     const rkt = rdk().rd_kafka_topic_new(this.client.rk, ptr(cstr(topic)), null);
     this.topics.set(topic, rkt);
     return rkt;
+  }
+
+  /** The message waits in the backlog (where the retried one already is, at its head) for room. */
+  private waitForRoom(msg: OutgoingMessage, id: number, since: number): void {
+    if (this.backlog[0]?.id !== id) this.backlog.push({ msg, id, since });
+    this.scheduleBacklog();
   }
 
   private scheduleBacklog(): void {

@@ -17,7 +17,7 @@
 import { hostname } from "node:os";
 import { ERR, libraryPath } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
-import { Producer, PRODUCER_SAFETY, type ProducerOptions } from "./producer.ts";
+import { closedError, Producer, PRODUCER_SAFETY, type ProducerOptions } from "./producer.ts";
 import { startTxnWorker, type TxnError, type TxnOp, type TxnReply, type TxnRequest } from "./txn-worker.ts";
 import type { DeliveryReport, KafkaConfig, MessageSink, OutgoingMessage } from "./types.ts";
 
@@ -275,7 +275,7 @@ export class TransactionalProducer implements MessageSink {
   }
 
   sendAll(messages: OutgoingMessage[]): Promise<DeliveryReport[]> {
-    if (this.stopped) return Promise.reject(new KafkaError(ERR.DESTROY, "producer is closed", { retriable: false }));
+    if (this.stopped) return Promise.reject(closedError());
     const broken = this.fatalError;
     if (broken) return Promise.reject(broken);
     return new Promise((resolve, reject) => {

@@ -647,9 +647,6 @@ export class Consumer {
     this.closed = true;
     for (const c of this.commits.values()) c.reject(new KafkaError(ERR.DESTROY, "consumer closed before commit result"));
     this.commits.clear();
-    // NOTE: the close above may have run out of time. Plain rd_kafka_destroy() would then start a
-    // consumer close of its own and block the event loop until it finished, with nobody left to
-    // serve its rebalance events.
     // Messages native.c took but did not hand out (none, unless a turn was cut short) go first.
     this.native?.release(this.fetchStateAddr);
     // NOTE: rd_kafka_destroy() purges the main queue but only disables the consumer queue. Ops left
@@ -657,6 +654,9 @@ export class Consumer {
     // with 4 references: its thread never ended and destroy() waited for it forever (about one
     // SIGTERM test in five hung). With the main queue forwarded into it, that purge empties both.
     lib.rd_kafka_poll_set_consumer(this.client.rk);
+    // NOTE: the close above may have run out of time. Plain rd_kafka_destroy() would then start a
+    // consumer close of its own and block the event loop until it finished, with nobody left to
+    // serve its rebalance events.
     this.client.destroy(DESTROY_F_NO_CONSUMER_CLOSE);
     this.buffer = [];
   }

@@ -41,11 +41,10 @@ typedef struct {
 
 /*
  * One consumer's state, in memory the binding owns (and keeps alive as long as the handle).
- * Out: bytes, records, left, empty. Messages taken from librdkafka but not yet written
+ * Out: records, left, empty. Messages taken from librdkafka but not yet written
  * are msgs[start..count); kitsune_fetch writes them out before it takes more.
  */
 typedef struct {
-  int64_t bytes;
   int64_t records;
   /* A message left to the caller (an error, or one that does not fit); the caller destroys it. */
   int64_t left;
@@ -167,7 +166,6 @@ void kitsune_fetch(void *queue, uint8_t *out, int64_t cap, int32_t max, state_t 
     used += size;
     count++;
   }
-  st->bytes = (int64_t)used;
   st->records = count;
 }
 

@@ -26,19 +26,18 @@ export interface Native {
 
 /** Layout of native.c's `state_t`, in bytes. */
 export const STATE = {
-  bytes: 0,
-  records: 8,
-  left: 16,
-  empty: 24,
-  start: 32,
-  count: 36,
-  rebalances: 40,
-  overflow: 44,
-  rebalanceErr: 48,
-  rebalanceList: 48 + 16 * 8,
+  records: 0,
+  left: 8,
+  empty: 16,
+  start: 24,
+  count: 28,
+  rebalances: 32,
+  overflow: 36,
+  rebalanceErr: 40,
+  rebalanceList: 40 + 16 * 8,
   /** Most rebalances recorded between two fetch calls. */
   rebalanceSlots: 16,
-  size: 48 + 32 * 8 + 1000 * 8,
+  size: 40 + 32 * 8 + 1000 * 8,
 } as const;
 
 /** Record layout of native.c. */

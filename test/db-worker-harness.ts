@@ -30,6 +30,9 @@ import { run } from "../src/main.ts";
 import { migrate } from "../src/db/migrations.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "./pg.ts";
 
+import { waitFor } from "./wait.ts";
+export { waitFor };
+
 export const BROKERS = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
 const REPO = new URL("..", import.meta.url).pathname;
 
@@ -325,16 +328,6 @@ export async function pgProxy(target = new URL(TEST_DSN)): Promise<{ port: numbe
       await closing;
     },
   };
-}
-
-/** Polls `check` until it returns true; throws with `what` after `timeoutMs`. */
-export async function waitFor(check: () => boolean | Promise<boolean>, what: string, { timeoutMs = 30_000, intervalMs = 25 } = {}): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(intervalMs);
-  }
 }
 
 /**

@@ -62,3 +62,46 @@ export async function withSchema(options: Options<{}> = {}): Promise<TestSchema>
 
   return { schema, sql: connect(), connect, drop, [Symbol.asyncDispose]: drop };
 }
+
+/**
+ * A test-only command that waits, inside its batch's transaction, until the test opens a `Gate`:
+ * it holds the batch (and its idempotency claims) open for exactly as long as the test needs.
+ */
+export const HOLD_COMMAND = {
+  file: "hold.v1.sql",
+  text: "-- command: hold\n-- version: 1\n-- description: Wait for the test's gate.\nSELECT pg_advisory_xact_lock(:lock::bigint)",
+};
+
+export interface Gate {
+  /** The payload of a `hold` command that waits for this gate. */
+  hold: { lock: number };
+  /** Sessions waiting for a lock of any kind (the gate's, a row's, a transaction's), by backend pid. */
+  waiting(pid: number): Promise<boolean>;
+  /** True once some session waits at this gate. */
+  held(): Promise<boolean>;
+  open(): Promise<void>;
+}
+
+/** Closes a gate on its own connection of `db`; `open()` lets every `hold` through. */
+export async function closedGate(db: TestSchema): Promise<Gate> {
+  const lock = 1 + Math.floor(Math.random() * 2 ** 30);
+  const conn = db.connect({ max: 1 });
+  await conn`SELECT pg_advisory_lock(${lock}::bigint)`;
+  const locks = async (where: string, arg: number) =>
+    ((await conn.unsafe(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND ${where}`, [arg]))[0]!.n as number) > 0;
+  return {
+    hold: { lock },
+    waiting: (pid) => locks("pid = $1", pid),
+    // NOTE: a bigint advisory key below 2^32 shows as objid with classid 0 and objsubid 1.
+    held: () => locks("locktype = 'advisory' AND classid = 0 AND objsubid = 1 AND objid = $1::oid", lock),
+    open: async () => {
+      await conn`SELECT pg_advisory_unlock(${lock}::bigint)`;
+    },
+  };
+}
+
+/** The backend pid of a one-connection pool. */
+export async function backendPid(sql: Sql): Promise<number> {
+  const [{ pid }] = (await sql`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }];
+  return pid;
+}

@@ -47,6 +47,8 @@ export interface ApiAppOptions {
   retryAfterSeconds?: number;
   /** Deepest JSON nesting accepted in a body (default 32). */
   maxDepth?: number;
+  /** Fails fast while the broker does not answer; one probe per `Retry-After` by default. */
+  breaker?: ProduceBreaker;
 }
 
 export const DEFAULT_PRODUCE_TIMEOUT_MS = 5_000;
@@ -70,6 +72,7 @@ export function createApiApp({
   produceTimeoutMs = DEFAULT_PRODUCE_TIMEOUT_MS,
   retryAfterSeconds = 1,
   maxDepth = DEFAULT_MAX_DEPTH,
+  breaker = new ProduceBreaker(retryAfterSeconds * 1000),
 }: ApiAppOptions): Hono {
   const metrics = createApiMetrics(metricsRegistry);
   const app = new Hono();
@@ -141,7 +144,7 @@ export function createApiApp({
     produceTimeoutMs,
     retryAfterSeconds,
     authorize,
-    breaker: new ProduceBreaker(retryAfterSeconds * 1000),
+    breaker,
     results,
     metrics,
     logger,

@@ -1,4 +1,4 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, jest, test } from "bun:test";
 import type { CommandResult } from "../contracts.ts";
 import type { Message } from "../kafka/types.ts";
 import { ResultWaiters } from "./results.ts";
@@ -43,11 +43,22 @@ describe("ResultWaiters", () => {
     expect(await expected.wait(10)).toMatchObject({ id: "a", status: "failed" });
   });
 
-  test("no result in time: undefined, and the id is forgotten", async () => {
+  test("no result in time: undefined after exactly the wait, and the id is forgotten", async () => {
     const waiters = new ResultWaiters();
-    const started = performance.now();
-    expect(await waiters.expect("a")!.wait(30)).toBeUndefined();
-    expect(performance.now() - started).toBeGreaterThanOrEqual(25);
+    jest.useFakeTimers();
+    try {
+      let settled = false;
+      const waiting = waiters.expect("a")!.wait(30);
+      waiting.then(() => (settled = true));
+      jest.advanceTimersByTime(29);
+      await Promise.resolve();
+      expect(settled).toBe(false);
+      expect(waiters.size).toBe(1);
+      jest.advanceTimersByTime(1);
+      expect(await waiting).toBeUndefined();
+    } finally {
+      jest.useRealTimers();
+    }
     expect(waiters.size).toBe(0);
     expect(waiters.handleBatch([message(result("a"))])).toBe(0);
   });

@@ -1,7 +1,8 @@
 // Needs PostgreSQL (POSTGRES_DSN, default the local kitsune database); works in a schema of its own.
 import { afterAll, beforeAll, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as v from "valibot";
-import { withSchema, type TestSchema } from "../../test/pg.ts";
+import { backendPid, closedGate, HOLD_COMMAND, withSchema, type TestSchema } from "../../test/pg.ts";
+import { waitFor } from "../../test/wait.ts";
 import { CommandResultSchema, type CommandEvent, type CommandLookup } from "../contracts.ts";
 import { applyBatch } from "./apply.ts";
 import { PIPELINE_WINDOW } from "./event-pipeline.ts";
@@ -15,10 +16,10 @@ setDefaultTimeout(30_000);
 let db: TestSchema;
 let registry: CommandLookup;
 
-/** Test-only commands: raise any SQLSTATE, or take long enough to lose the connection meanwhile. */
+/** Test-only commands: raise any SQLSTATE, or hold the batch open until the test says (test/pg.ts). */
 const TEST_COMMANDS = {
   "raise.v1.sql": "-- command: raise\n-- version: 1\n-- description: Fail with a SQLSTATE.\nSELECT kitsune_test_raise(:sqlstate::text)",
-  "sleep.v1.sql": "-- command: sleep\n-- version: 1\n-- description: Take a while.\nSELECT pg_sleep(:seconds::numeric)",
+  [HOLD_COMMAND.file]: HOLD_COMMAND.text,
 };
 
 beforeAll(async () => {
@@ -152,16 +153,20 @@ describe("idempotency", () => {
   });
 
   test("two workers racing on one key: the second waits for the first and finds it a duplicate", async () => {
+    const gate = await closedGate(db);
     const other = db.connect({ max: 1 });
     const first = applyBatch(db.sql, registry, [
       event("create_user", { name: "First", email: "first@example.com" }, { key: "raced" }),
-      event("sleep", { seconds: 0.5 }), // keeps the first transaction, and its claim, open
+      event("hold", gate.hold), // keeps the first transaction, and its claim, open until the gate opens
     ]);
-    await Bun.sleep(150);
-    const second = await applyBatch(other, registry, [event("create_user", { name: "Second", email: "second@example.com" }, { key: "raced" })]);
+    await waitFor(gate.held, "the first batch to hold its claim at the gate");
+    const otherPid = await backendPid(other);
+    const second = applyBatch(other, registry, [event("create_user", { name: "Second", email: "second@example.com" }, { key: "raced" })]);
+    await waitFor(() => gate.waiting(otherPid), "the second batch to wait for the first one's claim");
+    await gate.open();
     expect(statuses(await first)).toEqual(["applied", "applied"]);
-    expect(statuses(second)).toEqual(["duplicate"]);
-    expect(second[0]!.original?.status).toBe("applied");
+    expect(statuses(await second)).toEqual(["duplicate"]);
+    expect((await second)[0]!.original?.status).toBe("applied");
     expect((await users()).map((u) => u.name)).toEqual(["First"]);
   });
 
@@ -344,11 +349,15 @@ describe("transient failures", () => {
 
   test("a lost connection throws RetriableBatchError, commits nothing, and a retry on a new pool applies", async () => {
     const pool = db.connect({ max: 1 });
-    const [{ pid }] = (await pool`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }];
-    const batch = [event("create_user", { name: "A", email: "a@example.com" }), event("sleep", { seconds: 5 })];
-    const killer = Bun.sleep(300).then(() => db.sql`SELECT pg_terminate_backend(${pid})`);
-    const err = await applyBatch(pool, registry, batch).catch((e) => e);
-    await killer;
+    const pid = await backendPid(pool);
+    const gate = await closedGate(db);
+    const batch = [event("create_user", { name: "A", email: "a@example.com" }), event("hold", gate.hold)];
+    const applying = applyBatch(pool, registry, batch).catch((e) => e);
+    // The connection is lost in the middle of the batch: after the insert, inside its transaction.
+    await waitFor(() => gate.waiting(pid), "the batch to reach the gate");
+    await db.sql`SELECT pg_terminate_backend(${pid})`;
+    const err = await applying;
+    await gate.open();
     expect(err).toBeInstanceOf(RetriableBatchError);
     expect(isConnectionLost(err.cause)).toBe(true);
     expect(err.connectionLost).toBe(true);

@@ -1,7 +1,8 @@
 // Needs PostgreSQL (POSTGRES_DSN, default the local kitsune database); works in a schema of its own.
 // The batch-at-once path of event-pipeline.ts (apply.int.test.ts covers the rest through applyBatch).
 import { afterAll, beforeAll, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { withSchema, type TestSchema } from "../../test/pg.ts";
+import { backendPid, closedGate, HOLD_COMMAND, withSchema, type TestSchema } from "../../test/pg.ts";
+import { waitFor } from "../../test/wait.ts";
 import type { CommandEvent, CommandLookup } from "../contracts.ts";
 import { applyBatch } from "./apply.ts";
 import { migrate } from "./migrations.ts";
@@ -16,8 +17,7 @@ let registry: CommandLookup;
 beforeAll(async () => {
   db = await withSchema();
   await migrate(db.sql, "./sql");
-  const sleep = parseCommandFile("sleep.v1.sql", "-- command: sleep\n-- version: 1\n-- description: Take a while.\nSELECT pg_sleep(:seconds::numeric)");
-  registry = createRegistry([...(await loadRegistry("./sql")).list(), sleep]);
+  registry = createRegistry([...(await loadRegistry("./sql")).list(), parseCommandFile(HOLD_COMMAND.file, HOLD_COMMAND.text)]);
 });
 afterAll(() => db?.drop());
 beforeEach(async () => {
@@ -96,13 +96,18 @@ describe("a batch with distinct keys, run at once", () => {
 
   test("two batches claiming the same keys in opposite orders: the second waits, finds them taken, no deadlock", async () => {
     const keys = Array.from({ length: 50 }, (_, i) => `shared-${i}`);
+    const gate = await closedGate(db);
     const other = db.connect({ max: 1 });
     const first = applyBatch(db.sql, registry, [
       ...keys.map((k, i) => create(i, k)),
-      event("sleep", { seconds: 0.4 }), // holds the first transaction, and its claims, open
+      event("hold", gate.hold), // holds the first transaction, and its claims, open until the gate opens
     ]);
-    await Bun.sleep(150);
-    const second = await applyBatch(other, registry, keys.toReversed().map((k, i) => create(100 + i, k)));
+    await waitFor(gate.held, "the first batch to hold its claims at the gate");
+    const otherPid = await backendPid(other);
+    const pending = applyBatch(other, registry, keys.toReversed().map((k, i) => create(100 + i, k)));
+    await waitFor(() => gate.waiting(otherPid), "the second batch to wait for the first one's claims");
+    await gate.open();
+    const second = await pending;
     expect(new Set(statuses(await first))).toEqual(new Set(["applied"]));
     expect(new Set(statuses(second))).toEqual(new Set(["duplicate"]));
     expect(await count("users")).toBe(50);

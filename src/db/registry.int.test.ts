@@ -60,7 +60,12 @@ describe("verifyRegistry", () => {
 
   test("a lost database is not blamed on a statement", async () => {
     const gone = db.connect({ port: 1, connect_timeout: 1 } as never);
-    const err = await verifyRegistry(await loadRegistry("./sql"), gone).catch((e) => e);
+    const err = await verifyRegistry(await loadRegistry("./sql"), gone).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(Error);
     expect(err).not.toBeInstanceOf(RegistryError);
+    expect((err as { code?: string }).code).toBe("ECONNREFUSED");
   });
 });

@@ -3,6 +3,7 @@
  * and coming back, and errors pushed onto Produce requests.
  */
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { waitFor } from "../../test/wait.ts";
 import { ApiKey, KafkaError, MockCluster, Producer } from "./index.ts";
 
 setDefaultTimeout(60_000);
@@ -81,11 +82,17 @@ describe("broker down", () => {
 
 describe("injected Produce errors", () => {
   test("retriable errors (NOT_LEADER_FOR_PARTITION, REQUEST_TIMED_OUT) are retried by librdkafka: the send succeeds", async () => {
-    const { cluster, producer } = setup({ "message.timeout.ms": 10_000 });
+    const { cluster, producer } = setup({ "message.timeout.ms": 10_000, "statistics.interval.ms": 100 });
     await producer.send({ topic: "t", value: "warm-up" });
     cluster.pushRequestErrors(ApiKey.Produce, [NOT_LEADER_FOR_PARTITION, REQUEST_TIMED_OUT]);
     const report = await producer.send({ topic: "t", value: "v" });
     expect(report).toMatchObject({ topic: "t", partition: 0 });
+    // The injected errors were hit: the warm-up, two refused attempts and the accepted one are
+    // four Produce requests (without the errors there would be two).
+    const produceRequests = () =>
+      Object.values<{ req?: { Produce?: number } }>(producer.stats?.brokers ?? {}).reduce((n, b) => n + (b.req?.Produce ?? 0), 0);
+    await waitFor(() => produceRequests() >= 4, "statistics counting the retried Produce requests");
+    expect(produceRequests()).toBe(4);
   });
 
   test.each([
@@ -107,13 +114,16 @@ describe("injected Produce errors", () => {
 
 describe("a full local queue", () => {
   test("sends wait for room instead of failing, and keep their order, send() and sendAll() alike", async () => {
-    const { cluster, producer } = setup({ "message.timeout.ms": 30_000, "queue.buffering.max.messages": 10 });
+    const { cluster, producer } = setup({ "message.timeout.ms": 30_000, "queue.buffering.max.messages": 10, "statistics.interval.ms": 100 });
     await producer.send({ topic: "t", value: "warm-up" });
     cluster.brokerDown(1);
+    const full = producer.stats?.ts ?? 0;
     // 40 messages for a queue of 10: most wait in the binding until the broker is back.
     const single = Array.from({ length: 15 }, (_, i) => producer.send({ topic: "t", value: `s${i}` }));
     const batch = producer.sendAll(Array.from({ length: 25 }, (_, i) => ({ topic: "t", value: `b${i}` })));
-    await Bun.sleep(300);
+    // librdkafka's queue is full (its statistics say so); the other 30 wait in the binding, and
+    // none has failed: without the wait they would have been rejected with _QUEUE_FULL by now.
+    await waitFor(() => producer.stats?.msg_cnt === 10 && producer.stats.ts > full, "librdkafka's queue to be full");
     expect(producer.inFlight).toBe(40);
     cluster.brokerUp(1);
     const reports = [...(await Promise.all(single)), ...(await batch)];

@@ -23,6 +23,7 @@ import { loadRegistry } from "../db/registry.ts";
 import { Consumer } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";
 import { TransactionalProducer } from "../kafka/txn-producer.ts";
+import type { ProduceBreaker } from "../api/breaker.ts";
 
 export interface ApiDeps extends Deps {
   /** Injected by tests and benchmarks instead of the Kafka producer; `?wait=` then needs `results` too. */
@@ -36,6 +37,8 @@ export interface ApiDeps extends Deps {
   sql?: Sql;
   /** `POST /execute`'s wait for the broker's acknowledgement (default 5 s). */
   produceTimeoutMs?: number;
+  /** Injected by tests that need the breaker's clock in hand. */
+  breaker?: ProduceBreaker;
 }
 
 /** How long a status lookup or readiness probe waits for PostgreSQL. */
@@ -125,6 +128,7 @@ export async function start(config: Config, deps: ApiDeps): Promise<Service> {
     results,
     statuses: pgCommandStatuses(sql),
     produceTimeoutMs: deps.produceTimeoutMs,
+    breaker: deps.breaker,
   });
 
   let stopping: Promise<void> | undefined;

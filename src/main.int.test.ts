@@ -2,16 +2,13 @@
  * The executable as users run it: `ROLE=all` as a child process against the local Kafka and
  * PostgreSQL, the original example end to end, and SIGTERM under load.
  *
- * The registry is a copy of `sql/` plus `chaos_append` (bench/lib/sandbox.ts): an INSERT no
+ * The registry is a copy of `sql/` plus `chaos_append` (test/append-command.ts): an INSERT no
  * constraint stops from running twice, so an effect applied twice shows as two rows. (With
  * `create_user` the UNIQUE email would turn a second apply into a failure instead.)
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { APPEND_COMMAND } from "../bench/lib/sandbox.ts";
+import { APPEND_COMMAND, appendRegistry } from "../test/append-command.ts";
 import { startFakeLoki, type FakeLoki } from "../test/fake-loki.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "../test/pg.ts";
 import { ORIGINAL_EXAMPLE } from "./api/fakes.ts";
@@ -28,7 +25,7 @@ let db: TestSchema;
 let loki: FakeLoki;
 const run = crypto.randomUUID().slice(0, 8);
 const topics = { events: `main-${run}-events`, logs: `main-${run}-logs`, results: `main-${run}-results` };
-const sqlDir = join(mkdtempSync(join(tmpdir(), "kitsune-main-test-")), "sql");
+const registry = appendRegistry();
 
 function env(port: number): Record<string, string> {
   const dsn = new URL(TEST_DSN);
@@ -43,7 +40,7 @@ function env(port: number): Record<string, string> {
     TOPIC_EVENTS: topics.events,
     TOPIC_LOGS: topics.logs,
     TOPIC_RESULTS: topics.results,
-    SQL_DIR: sqlDir,
+    SQL_DIR: registry.dir,
     POSTGRES_DSN: dsn.toString(),
     LOKI_URL: loki.url,
     LOG_LEVEL: "warn",
@@ -103,10 +100,7 @@ function depth(topic: string): number {
 
 beforeAll(async () => {
   db = await withSchema();
-  // The shipped registry and migrations, plus the append-only command (its table made first:
-  // the db-worker prepares every command at start-up).
-  cpSync(new URL("../sql", import.meta.url).pathname, sqlDir, { recursive: true });
-  writeFileSync(join(sqlDir, "commands", APPEND_COMMAND.file), APPEND_COMMAND.text);
+  // The append-only command's table first: the db-worker prepares every command at start-up.
   await db.sql.unsafe(APPEND_COMMAND.table);
   loki = startFakeLoki();
 });
@@ -114,7 +108,7 @@ beforeAll(async () => {
 afterAll(async () => {
   loki?.stop();
   await db?.drop();
-  rmSync(join(sqlDir, ".."), { recursive: true, force: true });
+  registry.remove();
   const admin = new Admin({ "bootstrap.servers": process.env.KAFKA_BROKERS ?? "127.0.0.1:9092" });
   try {
     const all = [...Object.values(topics), `${topics.events}.dlq`, `${topics.logs}.dlq`];

@@ -189,6 +189,11 @@ function createMetrics(registry: Registry) {
       registers,
     }),
     retries: new Counter({ name: "kitsune_db_batch_retries_total", help: "Batches retried after a transient PostgreSQL error.", registers }),
+    failed: new Counter({
+      name: "kitsune_db_batches_failed_total",
+      help: "Batches that failed as a whole for another reason than an unavailable PostgreSQL (a bug, a schema change, publishing or committing); each is read again.",
+      registers,
+    }),
   };
 }
 
@@ -466,6 +471,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
         return false;
       }
       logger.error({ err }, "batch failed; it will be redelivered");
+      metrics.failed.inc();
       // After a pause, so a lasting failure does not spin.
       await abortableSleep(backoffDelay(failures++, REDELIVERY_BACKOFF), abort.signal).catch(() => {});
       return false;

@@ -98,6 +98,12 @@ export interface FakeLoki {
    * `ms`: the window between "Loki has the lines" and "the client knows it".
    */
   delayAnswerNext(ms: number, count?: number): void;
+  /**
+   * Every push stored from now on is answered only once `hook(n)` resolves (n = 1 for the first
+   * such push): the test decides when each answer goes out, e.g. to hold the second push of a
+   * batch while answering the first. `undefined` stops holding pushes that come after.
+   */
+  holdAnswers(hook: ((n: number) => Promise<unknown>) | undefined): void;
   /** Resolves once `counters[name]` reaches `value` (polling; rejects after `timeoutMs`, default 30 s). */
   waitFor(name: keyof FakeLokiCounters, value: number, timeoutMs?: number): Promise<void>;
   /** Refuse entries the predicate names a reason for; `undefined` stops refusing. */
@@ -176,6 +182,8 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
   let failures: { status: number; retryAfter?: string; body?: string }[] = [];
   let delays: number[] = [];
   let answerDelays: number[] = [];
+  let answerHook: ((n: number) => Promise<unknown>) | undefined;
+  let held = 0;
   let rejecter: Rejecter | undefined;
   let ready = true;
   const expectedAuth = auth ? `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}` : undefined;
@@ -266,6 +274,7 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
     record.status = 204;
     const answerDelay = answerDelays.shift();
     if (answerDelay) await Bun.sleep(answerDelay);
+    if (answerHook) await answerHook(++held);
     return new Response(null, { status: 204 });
   }
 
@@ -321,6 +330,10 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
     delayAnswerNext(ms, count = 1) {
       for (let i = 0; i < count; i++) answerDelays.push(ms);
     },
+    holdAnswers(hook) {
+      answerHook = hook;
+      held = 0;
+    },
     async waitFor(name, value, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       while (counters[name] < value) {
@@ -342,6 +355,8 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
       failures = [];
       delays = [];
       answerDelays = [];
+      answerHook = undefined;
+      held = 0;
       rejecter = undefined;
       ready = true;
     },

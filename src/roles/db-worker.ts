@@ -40,6 +40,15 @@ const COMMIT_ATTEMPTS = 10;
 const COMMIT_BACKOFF = { initialMs: 50, maxMs: 1000 };
 /** Pause before a batch that failed for another reason (publishing, committing, a bug) comes again. */
 const REDELIVERY_BACKOFF = { initialMs: 200, maxMs: 5000 };
+/**
+ * Test hook, not configuration: with this variable set to `1` the first batch whose results are
+ * published never has its offsets committed — the worker logs `HELD_LOG` (with the batch's size)
+ * and waits there for good. A test that kills the worker then knows the batch is applied in
+ * PostgreSQL and will be delivered again (bench/chaos.ts, scenario 1). NOTE: read from the
+ * environment here, not by src/config.ts, so that it stays out of the documented configuration.
+ */
+export const HOLD_BEFORE_COMMIT_ENV = "KITSUNE_TEST_HOLD_BEFORE_COMMIT";
+export const HELD_LOG = "test hook: batch applied and its results published; holding it before its offset commit";
 
 // NOTE: fatal: bytes that are not UTF-8 are dead-lettered rather than applied with U+FFFD in place.
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -242,6 +251,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   const group = config.kafka.groupId ?? "kitsune-db-worker";
   const metrics = createMetrics(registry);
   const abort = new AbortController();
+  let holdBeforeCommit = process.env[HOLD_BEFORE_COMMIT_ENV] === "1";
   let breakerOpen = false;
   /** The batch started last, until it is handed off (see `startBatch`). */
   let inFlight: { done: Promise<void>; abort: AbortController } | undefined;
@@ -380,6 +390,11 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
       await new Promise((resolve) => setImmediate(resolve));
       // Results and dead letters must be on the broker before the offsets move past them.
       await producer.sendAll(publish);
+      if (holdBeforeCommit) {
+        holdBeforeCommit = false;
+        logger.warn({ messages: batch.length, offsets: nextOffsets(batch) }, HELD_LOG);
+        await new Promise(() => {});
+      }
       await commit(nextOffsets(batch));
       countOutcomes(outcomes, metrics.commands);
       if (deadLettered) metrics.deadLetters.inc(deadLettered);

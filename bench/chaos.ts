@@ -679,6 +679,7 @@ export interface LogKillOptions extends ScenarioOptions {
 
 /** 5. `kill -9` the log-worker during the load: every log line still reaches Loki at least once. */
 export function logWorkerKill({ commands = 20_000, rate = 1000, inFlight = 1000, kills = 2, ...rest }: LogKillOptions = {}): Promise<ScenarioResult> {
+  const lokiHeld: { lines: number; repeatsAtKill: number }[] = [];
   return runPlan(
     {
       id: 5,
@@ -689,27 +690,54 @@ export function logWorkerKill({ commands = 20_000, rate = 1000, inFlight = 1000,
       inFlight,
       requireLoki: true,
       async disrupt(ctx) {
-        // Odd kills land at a random moment; even kills right after Loki stored a push — before
-        // the log-worker commits its offsets, so those lines are shipped again (Loki drops the
-        // repeats: same stream, timestamp and line).
+        // Odd kills land at a random moment; even kills while Loki holds back its answer to the
+        // pushes it stored — before the log-worker can commit their offsets, so those lines must
+        // be shipped again (Loki drops the repeats: same stream, timestamp and line).
         for (let i = 1; i <= kills; i++) {
           await ctx.untilSent(Math.floor((commands * i) / (kills + 1)));
           const targeted = i % 2 === 0;
           const loki = ctx.box.loki;
+          const received = () => loki.counters.accepted + loki.counters.duplicates;
+          let held = 0;
+          const release = Promise.withResolvers<void>();
           if (targeted) {
-            // When the fake Loki can hold its answer back, the kill surely lands in that window.
-            (loki as { delayAnswerNext?: (ms: number, count?: number) => void }).delayAnswerNext?.(3000, 1);
-            const from = loki.counters.pushesOk;
-            const deadline = Date.now() + 30_000;
-            while (loki.counters.pushesOk === from && Date.now() < deadline) await Bun.sleep(1);
+            // Every push stored from here on is held unanswered until the worker is dead.
+            const from = received();
+            const first = Promise.withResolvers<void>();
+            loki.holdAnswers(async () => {
+              first.resolve();
+              await release.promise;
+            });
+            let timer: ReturnType<typeof setTimeout> | undefined;
+            await Promise.race([first.promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, 60_000)))]);
+            clearTimeout(timer);
+            held = received() - from;
           } else {
             await Bun.sleep(Math.random() * 1000);
           }
           const victim = ctx.live.get("log-worker")![0]!;
           await ctx.kill(victim);
-          ctx.note(`kill -9 ${victim.name} (pid ${victim.pid}) #${i}, ${targeted ? "right after a push reached Loki" : "at a random moment"}; ${loki.counters.accepted} lines in Loki so far`);
+          if (targeted) {
+            loki.holdAnswers(undefined);
+            release.resolve();
+            lokiHeld.push({ lines: held, repeatsAtKill: loki.counters.duplicates });
+          }
+          ctx.note(
+            `kill -9 ${victim.name} (pid ${victim.pid}) #${i}, ${targeted ? `while Loki held its answer to ${held} stored lines` : "at a random moment"}; ${loki.counters.accepted} lines in Loki so far`,
+          );
           const next = await ctx.spawn("log-worker");
           ctx.note(`${next.name} ready (pid ${next.pid})`);
+        }
+      },
+      verify(ctx) {
+        // Each targeted kill: the unanswered lines came again (a repeat each, at least).
+        for (const [i, { lines, repeatsAtKill }] of lokiHeld.entries()) {
+          const repeats = ctx.box.loki.counters.duplicates - repeatsAtKill;
+          ctx.checks.push({
+            name: `lines stored but unanswered at targeted kill ${i + 1} were shipped again`,
+            ok: lines > 0 && repeats >= lines,
+            detail: `${lines} lines held, ${repeats} repeats since`,
+          });
         }
       },
     },

@@ -80,6 +80,8 @@ export interface FakeLokiCounters {
   duplicates: number;
   /** Uncompressed bytes of stored lines. */
   bytes: number;
+  /** Requests delayed by `delayNext` whose client went away meanwhile: dropped unhandled (499). */
+  abandoned: number;
 }
 
 export interface FakeLoki {
@@ -123,7 +125,7 @@ const INT64_MAX = 2n ** 63n - 1n;
 class BadRequest extends Error {}
 
 function emptyCounters(): FakeLokiCounters {
-  return { requests: 0, pushesOk: 0, pushesRejected: 0, pushesInvalid: 0, pushesFailed: 0, accepted: 0, refused: 0, duplicates: 0, bytes: 0 };
+  return { requests: 0, pushesOk: 0, pushesRejected: 0, pushesInvalid: 0, pushesFailed: 0, accepted: 0, refused: 0, duplicates: 0, bytes: 0, abandoned: 0 };
 }
 
 /** Prometheus-style `{a="x", b="y"}`, names sorted, as Loki prints a stream. */
@@ -291,7 +293,10 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
         await Bun.sleep(delay);
         // The client gave up (timeout, abort): a real server might still ingest, but tests want
         // nothing to land after they have moved on.
-        if (req.signal.aborted) return new Response(null, { status: 499 });
+        if (req.signal.aborted) {
+          counters.abandoned++;
+          return new Response(null, { status: 499 });
+        }
       }
       if (url.pathname === "/ready") {
         return req.method === "GET" ? new Response(ready ? "ready\n" : "Ingester not ready\n", { status: ready ? 200 : 503 }) : new Response(null, { status: 405 });

@@ -185,6 +185,7 @@ function createMetrics(registry: Registry) {
       registers,
     }),
     breaker: new Gauge({ name: "kitsune_db_breaker_open", help: "1 while PostgreSQL is unreachable and partitions are paused.", registers }),
+    probes: new Counter({ name: "kitsune_db_breaker_probes_total", help: "Queries sent to PostgreSQL while the breaker is open, to see whether it answers again.", registers }),
     batchSize: new Histogram({
       name: "kitsune_db_batch_size",
       help: "Messages per db-worker batch.",
@@ -352,6 +353,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   /** Waits until PostgreSQL answers a trivial query, with backoff. */
   const probe = async (signal: AbortSignal) => {
     for (let attempt = 0; ; attempt++) {
+      metrics.probes.inc();
       try {
         await sql`SELECT 1`;
         return;

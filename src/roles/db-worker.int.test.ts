@@ -208,11 +208,10 @@ describe("db-worker while PostgreSQL is unreachable", () => {
       const open = { breaker: false, notReady: false };
       await waitFor(async () => {
         open.breaker ||= metricValue(await worker.metrics(), "kitsune_db_breaker_open") === 1;
+        // NOTE: /readyz may fail on its own PostgreSQL check a moment before a batch opens the
+        // breaker; what must hold is a 503 that says the breaker is open.
         const ready = await worker.readyz();
-        if (ready.status === 503) {
-          open.notReady = true;
-          expect(ready.body.services["db-worker"].checks.breaker).toBe("open");
-        }
+        if (ready.status === 503 && ready.body.services["db-worker"].checks.breaker === "open") open.notReady = true;
         return open.breaker && open.notReady;
       }, "the breaker to open and /readyz to fail", { timeoutMs: 20_000 });
       // Nothing moves while the database is away: not while the worker probes it twice more either.

@@ -18,7 +18,8 @@
  * | redelivered | `duplicate` results on db-results: deliveries the idempotency log turned away |
  *
  * Scenarios: 1 `kill -9` of the db-worker (5× in 50,000 commands; odd kills at random moments,
- * even ones right after a batch committed in PostgreSQL); 2 PostgreSQL outage (by default this
+ * even ones while a batch is applied in PostgreSQL but its offsets are not committed — the worker
+ * holds it there through a test hook, so the redelivery is certain); 2 PostgreSQL outage (by default this
  * run's backends are terminated in a loop — the shared server stays up for other tests —
  * `--pg-restart` restarts the server); 3 a private broker stopped for 10 s (lib/broker.ts);
  * 4 three db-workers in one group, one killed and one added; 5 `kill -9` of the log-worker (every
@@ -56,6 +57,7 @@ import { allAssigned, tail, type RoleName, type RoleProcess } from "./lib/procs.
 import { table, writeReport } from "./lib/report.ts";
 import { BASE_DSN, createSandbox, topicCount, withParams, type Sandbox } from "./lib/sandbox.ts";
 import postgres from "postgres";
+import { HELD_LOG, HOLD_BEFORE_COMMIT_ENV } from "../src/roles/db-worker.ts";
 
 export interface Check {
   name: string;
@@ -84,6 +86,11 @@ export interface ScenarioResult {
    * the disruption really made a db-worker see commands a second time.
    */
   redelivered: number;
+  /**
+   * Commands in batches a db-worker was killed on while it held them between PostgreSQL and the
+   * offset commit (scenario 1's targeted kills): each must come again, so `redelivered` ≥ this.
+   */
+  heldBeforeCommit: number;
   /** Statuses of every `CommandResult` published. */
   results: Record<string, number>;
   statuses: Record<string, number>;
@@ -117,7 +124,9 @@ interface Ctx {
   note(line: string): void;
   /** Marks "something was disrupted now": the drain waits a quiet period after the last one. */
   disrupted(): void;
-  spawn(role: RoleName, port?: number): Promise<RoleProcess>;
+  spawn(role: RoleName, port?: number, env?: Record<string, string>): Promise<RoleProcess>;
+  /** See `ScenarioResult.heldBeforeCommit`. */
+  heldBeforeCommit: number;
   kill(p: RoleProcess, signal?: NodeJS.Signals): Promise<void>;
   /** Resolves when the generator has sent `n` requests (or finished). */
   untilSent(n: number): Promise<void>;
@@ -196,8 +205,8 @@ async function runPlan(plan: Plan, { keep = false, log = console.log }: Pick<Sce
         }
       });
     };
-    const spawn = async (role: RoleName, port?: number) => {
-      const p = await box.spawn(role, port === undefined ? {} : { port });
+    const spawn = async (role: RoleName, port?: number, env?: Record<string, string>) => {
+      const p = await box.spawn(role, { ...(port === undefined ? {} : { port }), ...(env ? { env } : {}) });
       lastDisruption = Date.now();
       track(p);
       supervise(p);
@@ -258,6 +267,7 @@ async function runPlan(plan: Plan, { keep = false, log = console.log }: Pick<Sce
       },
       spawn,
       kill,
+      heldBeforeCommit: 0,
       loadDone,
       untilSent: (n) => (finished || sentNow >= n ? Promise.resolve() : new Promise((resolve) => waiters.push({ n, resolve }))),
     };
@@ -330,6 +340,14 @@ async function runPlan(plan: Plan, { keep = false, log = console.log }: Pick<Sce
     await plan.verify?.(ctx, result);
 
     const lost = accepted.length - counts.applied - counts.failed;
+    const redelivered = results.byStatus.duplicate ?? 0;
+    if (ctx.heldBeforeCommit > 0) {
+      checks.push({
+        name: "every batch held before its offset commit was delivered again",
+        ok: redelivered >= ctx.heldBeforeCommit,
+        detail: `${redelivered} duplicate results for ${ctx.heldBeforeCommit} commands held`,
+      });
+    }
     const loki = { expected: acceptedIds.size, found, repeats: box.loki.counters.duplicates };
     if (plan.requireLoki) {
       checks.push({ name: "every accepted log line reached Loki", ok: found === acceptedIds.size, detail: `${found} of ${acceptedIds.size}` });
@@ -355,7 +373,8 @@ async function runPlan(plan: Plan, { keep = false, log = console.log }: Pick<Sce
       lost,
       failed: counts.failed,
       appliedNotAccepted: counts.appliedNotAccepted,
-      redelivered: results.byStatus.duplicate ?? 0,
+      redelivered,
+      heldBeforeCommit: ctx.heldBeforeCommit,
       results: results.byStatus,
       statuses: result.byStatus,
       loki,
@@ -398,27 +417,31 @@ export function dbWorkerKills({ commands = 50_000, kills = 5, rate = 1000, inFli
       rate,
       inFlight,
       async disrupt(ctx) {
-        // Odd kills land at a random moment, spread over the load. Each even kill lands on the
-        // replacement the moment its first batch has committed in PostgreSQL — most likely before
-        // that batch's results are published and its offsets committed — so the batch is
-        // delivered again and the idempotency log must turn it away.
+        // Odd kills land at a random moment, spread over the load. Each even kill lands on a
+        // replacement started with the test hook HOLD_BEFORE_COMMIT_ENV (src/roles/db-worker.ts):
+        // its first batch is applied in PostgreSQL and its results published, but its offsets are
+        // never committed. Killed there, the batch is certainly delivered again, and the
+        // idempotency log must turn it away.
         const spread = Math.ceil(kills / 2) + 1;
+        const hold = { [HOLD_BEFORE_COMMIT_ENV]: "1" };
         let atLastKill = 0;
         for (let i = 1; i <= kills; i++) {
           const targeted = i % 2 === 0;
+          const victim = ctx.live.get("db-worker")![0]!;
+          let held = 0;
           if (targeted) {
-            const from = await lastProcessedAt(ctx);
-            const deadline = Date.now() + 90_000;
-            while ((await lastProcessedAt(ctx)) <= from && Date.now() < deadline) await Bun.sleep(1);
+            held = await heldBatch(victim, 90_000);
+            ctx.heldBeforeCommit += held;
           } else {
             await ctx.untilSent(Math.floor((commands * Math.ceil(i / 2)) / spread));
             await Bun.sleep(Math.random() * 1000);
           }
-          const victim = ctx.live.get("db-worker")![0]!;
           await ctx.kill(victim);
           atLastKill = await processed(ctx);
-          ctx.note(`kill -9 ${victim.name} (pid ${victim.pid}) #${i}, ${targeted ? "right after its first batch committed" : "at a random moment"}; ${atLastKill} rows so far`);
-          const next = await ctx.spawn("db-worker");
+          ctx.note(
+            `kill -9 ${victim.name} (pid ${victim.pid}) #${i}, ${targeted ? `while it held a batch of ${held} applied commands before their offset commit` : "at a random moment"}; ${atLastKill} rows so far`,
+          );
+          const next = await ctx.spawn("db-worker", undefined, i + 1 <= kills && (i + 1) % 2 === 0 ? hold : undefined);
           ctx.note(`${next.name} ready (pid ${next.pid})`);
           // A random kill should hit a member that is applying batches, not one still joining:
           // wait until rows move again (the dead member's partitions wait for its session timeout).
@@ -433,10 +456,17 @@ export function dbWorkerKills({ commands = 50_000, kills = 5, rate = 1000, inFli
   );
 }
 
-/** Newest idempotency_log.processed_at in µs (an index lookup: fine to poll every millisecond). */
-async function lastProcessedAt(ctx: Ctx): Promise<number> {
-  const [r] = await ctx.box.sql<{ t: number | null }[]>`SELECT (extract(epoch FROM max(processed_at)) * 1e6)::float8 AS t FROM idempotency_log`;
-  return r?.t ?? 0;
+/** Waits until `p` logs that it holds a batch before its offset commit; returns the batch's size. */
+async function heldBatch(p: RoleProcess, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const line of (await Bun.file(p.log).text()).split("\n")) {
+      if (!line.includes(HELD_LOG)) continue;
+      return (JSON.parse(line) as { messages: number }).messages;
+    }
+    if (Date.now() > deadline) throw new Error(`${p.name} did not hold a batch within ${timeoutMs} ms\n${await tail(p.log)}`);
+    await Bun.sleep(50);
+  }
 }
 
 async function untilRowsMove(ctx: Ctx, from: number, timeoutMs: number, pollMs: number): Promise<void> {
@@ -649,6 +679,7 @@ export interface LogKillOptions extends ScenarioOptions {
 
 /** 5. `kill -9` the log-worker during the load: every log line still reaches Loki at least once. */
 export function logWorkerKill({ commands = 20_000, rate = 1000, inFlight = 1000, kills = 2, ...rest }: LogKillOptions = {}): Promise<ScenarioResult> {
+  const lokiHeld: { lines: number; repeatsAtKill: number }[] = [];
   return runPlan(
     {
       id: 5,
@@ -659,27 +690,54 @@ export function logWorkerKill({ commands = 20_000, rate = 1000, inFlight = 1000,
       inFlight,
       requireLoki: true,
       async disrupt(ctx) {
-        // Odd kills land at a random moment; even kills right after Loki stored a push — before
-        // the log-worker commits its offsets, so those lines are shipped again (Loki drops the
-        // repeats: same stream, timestamp and line).
+        // Odd kills land at a random moment; even kills while Loki holds back its answer to the
+        // pushes it stored — before the log-worker can commit their offsets, so those lines must
+        // be shipped again (Loki drops the repeats: same stream, timestamp and line).
         for (let i = 1; i <= kills; i++) {
           await ctx.untilSent(Math.floor((commands * i) / (kills + 1)));
           const targeted = i % 2 === 0;
           const loki = ctx.box.loki;
+          const received = () => loki.counters.accepted + loki.counters.duplicates;
+          let held = 0;
+          const release = Promise.withResolvers<void>();
           if (targeted) {
-            // When the fake Loki can hold its answer back, the kill surely lands in that window.
-            (loki as { delayAnswerNext?: (ms: number, count?: number) => void }).delayAnswerNext?.(3000, 1);
-            const from = loki.counters.pushesOk;
-            const deadline = Date.now() + 30_000;
-            while (loki.counters.pushesOk === from && Date.now() < deadline) await Bun.sleep(1);
+            // Every push stored from here on is held unanswered until the worker is dead.
+            const from = received();
+            const first = Promise.withResolvers<void>();
+            loki.holdAnswers(async () => {
+              first.resolve();
+              await release.promise;
+            });
+            let timer: ReturnType<typeof setTimeout> | undefined;
+            await Promise.race([first.promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, 60_000)))]);
+            clearTimeout(timer);
+            held = received() - from;
           } else {
             await Bun.sleep(Math.random() * 1000);
           }
           const victim = ctx.live.get("log-worker")![0]!;
           await ctx.kill(victim);
-          ctx.note(`kill -9 ${victim.name} (pid ${victim.pid}) #${i}, ${targeted ? "right after a push reached Loki" : "at a random moment"}; ${loki.counters.accepted} lines in Loki so far`);
+          if (targeted) {
+            loki.holdAnswers(undefined);
+            release.resolve();
+            lokiHeld.push({ lines: held, repeatsAtKill: loki.counters.duplicates });
+          }
+          ctx.note(
+            `kill -9 ${victim.name} (pid ${victim.pid}) #${i}, ${targeted ? `while Loki held its answer to ${held} stored lines` : "at a random moment"}; ${loki.counters.accepted} lines in Loki so far`,
+          );
           const next = await ctx.spawn("log-worker");
           ctx.note(`${next.name} ready (pid ${next.pid})`);
+        }
+      },
+      verify(ctx) {
+        // Each targeted kill: the unanswered lines came again (a repeat each, at least).
+        for (const [i, { lines, repeatsAtKill }] of lokiHeld.entries()) {
+          const repeats = ctx.box.loki.counters.duplicates - repeatsAtKill;
+          ctx.checks.push({
+            name: `lines stored but unanswered at targeted kill ${i + 1} were shipped again`,
+            ok: lines > 0 && repeats >= lines,
+            detail: `${lines} lines held, ${repeats} repeats since`,
+          });
         }
       },
     },
@@ -825,6 +883,7 @@ export async function main(argv: string[]): Promise<number> {
         failed: 0,
         appliedNotAccepted: 0,
         redelivered: 0,
+        heldBeforeCommit: 0,
         results: {},
         statuses: {},
         loki: { expected: 0, found: 0, repeats: 0 },

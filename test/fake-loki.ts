@@ -80,6 +80,8 @@ export interface FakeLokiCounters {
   duplicates: number;
   /** Uncompressed bytes of stored lines. */
   bytes: number;
+  /** Requests delayed by `delayNext` whose client went away meanwhile: dropped unhandled (499). */
+  abandoned: number;
 }
 
 export interface FakeLoki {
@@ -98,6 +100,12 @@ export interface FakeLoki {
    * `ms`: the window between "Loki has the lines" and "the client knows it".
    */
   delayAnswerNext(ms: number, count?: number): void;
+  /**
+   * Every push stored from now on is answered only once `hook(n)` resolves (n = 1 for the first
+   * such push): the test decides when each answer goes out, e.g. to hold the second push of a
+   * batch while answering the first. `undefined` stops holding pushes that come after.
+   */
+  holdAnswers(hook: ((n: number) => Promise<unknown>) | undefined): void;
   /** Resolves once `counters[name]` reaches `value` (polling; rejects after `timeoutMs`, default 30 s). */
   waitFor(name: keyof FakeLokiCounters, value: number, timeoutMs?: number): Promise<void>;
   /** Refuse entries the predicate names a reason for; `undefined` stops refusing. */
@@ -117,7 +125,7 @@ const INT64_MAX = 2n ** 63n - 1n;
 class BadRequest extends Error {}
 
 function emptyCounters(): FakeLokiCounters {
-  return { requests: 0, pushesOk: 0, pushesRejected: 0, pushesInvalid: 0, pushesFailed: 0, accepted: 0, refused: 0, duplicates: 0, bytes: 0 };
+  return { requests: 0, pushesOk: 0, pushesRejected: 0, pushesInvalid: 0, pushesFailed: 0, accepted: 0, refused: 0, duplicates: 0, bytes: 0, abandoned: 0 };
 }
 
 /** Prometheus-style `{a="x", b="y"}`, names sorted, as Loki prints a stream. */
@@ -176,6 +184,8 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
   let failures: { status: number; retryAfter?: string; body?: string }[] = [];
   let delays: number[] = [];
   let answerDelays: number[] = [];
+  let answerHook: ((n: number) => Promise<unknown>) | undefined;
+  let held = 0;
   let rejecter: Rejecter | undefined;
   let ready = true;
   const expectedAuth = auth ? `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}` : undefined;
@@ -266,6 +276,7 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
     record.status = 204;
     const answerDelay = answerDelays.shift();
     if (answerDelay) await Bun.sleep(answerDelay);
+    if (answerHook) await answerHook(++held);
     return new Response(null, { status: 204 });
   }
 
@@ -282,7 +293,10 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
         await Bun.sleep(delay);
         // The client gave up (timeout, abort): a real server might still ingest, but tests want
         // nothing to land after they have moved on.
-        if (req.signal.aborted) return new Response(null, { status: 499 });
+        if (req.signal.aborted) {
+          counters.abandoned++;
+          return new Response(null, { status: 499 });
+        }
       }
       if (url.pathname === "/ready") {
         return req.method === "GET" ? new Response(ready ? "ready\n" : "Ingester not ready\n", { status: ready ? 200 : 503 }) : new Response(null, { status: 405 });
@@ -321,6 +335,10 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
     delayAnswerNext(ms, count = 1) {
       for (let i = 0; i < count; i++) answerDelays.push(ms);
     },
+    holdAnswers(hook) {
+      answerHook = hook;
+      held = 0;
+    },
     async waitFor(name, value, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       while (counters[name] < value) {
@@ -342,6 +360,8 @@ export function startFakeLoki({ tenant, auth, recordRequests = true, store = tru
       failures = [];
       delays = [];
       answerDelays = [];
+      answerHook = undefined;
+      held = 0;
       rejecter = undefined;
       ready = true;
     },

@@ -89,6 +89,41 @@ test("delayAnswerNext stores the entries at once and answers later", async () =>
   expect((await pending).status).toBe(204);
 });
 
+test("holdAnswers: each push is stored at once and answered when the test says so", async () => {
+  const release = [Promise.withResolvers<void>(), Promise.withResolvers<void>()];
+  const arrived: number[] = [];
+  loki.holdAnswers(async (n) => {
+    arrived.push(n);
+    await release[n - 1]!.promise;
+  });
+  const answered: number[] = [];
+  const first = post(ok).then((res) => (answered.push(1), res));
+  await loki.waitFor("pushesOk", 1);
+  const second = post({ streams: [{ stream: { job: "t" }, values: [["2", "again"]] }] }).then((res) => (answered.push(2), res));
+  await loki.waitFor("pushesOk", 2);
+  expect([arrived, loki.entries.length, answered]).toEqual([[1, 2], 2, []]);
+  release[1]!.resolve();
+  expect((await second).status).toBe(204);
+  expect(answered).toEqual([2]);
+  release[0]!.resolve();
+  expect((await first).status).toBe(204);
+  loki.holdAnswers(undefined);
+  expect((await post(ok)).status).toBe(204); // not held any more
+});
+
+test("a delayed request whose client went away is dropped and counted", async () => {
+  loki.delayNext(200);
+  expect((await post(ok)).status).toBe(204); // delayed, its client still there: handled
+  const controller = new AbortController();
+  loki.delayNext(200);
+  const gone = fetch(`${loki.url}/loki/api/v1/push`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ streams: [{ stream: { job: "t" }, values: [["2", "late"]] }] }), signal: controller.signal });
+  await loki.waitFor("requests", 2);
+  controller.abort();
+  await expect(gone).rejects.toThrow();
+  await loki.waitFor("abandoned", 1);
+  expect(loki.entries.map((e) => e.line)).toEqual(["hello"]);
+});
+
 test("waitFor rejects when the counter does not get there", async () => {
   await expect(loki.waitFor("accepted", 1, 50)).rejects.toThrow("counters.accepted is 0, not 1");
 });

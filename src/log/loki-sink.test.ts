@@ -70,7 +70,8 @@ describe("push", () => {
     loki.delayNext(500);
     const result = await createLokiSink({ url: loki.url, tenant: "team-a", username: "worker", password: "s3cret", timeoutMs: 50 }).push(entries);
     expect(result).toMatchObject({ kind: "retriable", cause: "timeout" });
-    await Bun.sleep(550);
+    // Once the fake Loki is done with the request, it has dropped it: the sink really went away.
+    await loki.waitFor("abandoned", 1);
     expect(loki.entries).toHaveLength(0); // the abandoned request does not land later
   });
 
@@ -83,10 +84,11 @@ describe("push", () => {
   });
 
   test("the caller's abort rejects with its reason", async () => {
-    loki.delayNext(500);
+    loki.delayNext(10_000);
     const controller = new AbortController();
     const pushing = sink.push(entries, { signal: controller.signal });
-    setTimeout(() => controller.abort(new Error("shutting down")), 20);
+    await loki.waitFor("requests", 1); // aborted while the request is with Loki
+    controller.abort(new Error("shutting down"));
     await expect(pushing).rejects.toThrow("shutting down");
   });
 

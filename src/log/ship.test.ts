@@ -10,7 +10,7 @@ import * as v from "valibot";
 import { rng } from "../api/fakes.ts";
 import { LogEventSchema } from "../contracts.ts";
 import { toLokiEntry } from "./loki-format.ts";
-import { backoffDelay, decodeLogMessage, isPlainLogEvent, LOG_BATCH, shipBatch, splitPushes, toDeadLetterMessage, type ShipDeps } from "./ship.ts";
+import { abortableSleep, backoffDelay, decodeLogMessage, isPlainLogEvent, LOG_BATCH, shipBatch, splitPushes, toDeadLetterMessage, type ShipDeps } from "./ship.ts";
 
 /** Records every `sendAll`; can fail the next N calls. */
 class FakeDlq implements MessageSink {
@@ -78,6 +78,37 @@ function message(offset: number, value: unknown, partition = 0): Message {
     value: value === null ? null : enc.encode(typeof value === "string" ? value : JSON.stringify(value)),
     headers: { "content-type": "application/json", "kitsune-id": `id-${offset}` },
     timestamp: Date.UTC(2024, 4, 1),
+  };
+}
+
+/**
+ * The real, abortable sleep, watched: how long each wait was asked to last, whether it ended by
+ * its timer or by an abort, and a way to wait until `n` waits have started.
+ */
+function trackedSleeps() {
+  const log: { ms: number; end?: "elapsed" | "aborted" }[] = [];
+  const waiters: { n: number; resolve: () => void }[] = [];
+  return {
+    log,
+    get pending() {
+      return log.filter((w) => !w.end).length;
+    },
+    sleep(ms: number, signal?: AbortSignal): Promise<void> {
+      const entry: (typeof log)[number] = { ms };
+      log.push(entry);
+      for (const w of waiters.filter((w) => log.length >= w.n)) w.resolve();
+      return abortableSleep(ms, signal).then(
+        () => void (entry.end = "elapsed"),
+        (err) => {
+          entry.end = "aborted";
+          throw err;
+        },
+      );
+    },
+    started(n: number): Promise<void> {
+      if (log.length >= n) return Promise.resolve();
+      return new Promise((resolve) => waiters.push({ n, resolve }));
+    },
   };
 }
 
@@ -161,14 +192,20 @@ describe("shipBatch retries", () => {
   test("an abort interrupts the wait and rejects; nothing is dead-lettered", async () => {
     loki.failNext(503, 1000);
     const controller = new AbortController();
+    const waits = trackedSleeps();
     const shipping = shipBatch(batch(2), {
       ...deps,
       signal: controller.signal,
-      sleep: undefined, // the real, abortable sleep
+      sleep: waits.sleep, // the real, abortable sleep, watched
       backoff: { initialMs: 60_000, maxMs: 60_000 },
     });
-    setTimeout(() => controller.abort(new Error("shutdown")), 50);
+    // Aborted once the batch is really waiting for its retry (not before its first push).
+    await waits.started(1);
+    controller.abort(new Error("shutdown"));
     await expect(shipping).rejects.toThrow("shutdown");
+    // The 30–60 s wait ended by the abort, not by its timer.
+    expect(waits.log).toEqual([{ ms: expect.any(Number), end: "aborted" }]);
+    expect(waits.log[0]!.ms).toBeGreaterThanOrEqual(30_000);
     expect(dlq.calls).toHaveLength(0);
     expect(await metric("kitsune_log_batches_total")).toEqual(["kitsune_log_batches_total 0"]);
   });
@@ -361,18 +398,36 @@ describe("shipBatch pipelines its pushes", () => {
   test("an abort stops every push of the batch and rejects once", async () => {
     loki.failNext(503, 1000);
     const controller = new AbortController();
+    const waits = trackedSleeps();
+    let pushing = 0;
+    const sink = deps.sink;
     const shipping = shipBatch(batch(100), {
       ...deps,
       maxPushBytes: 2048,
       signal: controller.signal,
-      sleep: undefined,
+      sleep: waits.sleep,
       backoff: { initialMs: 60_000, maxMs: 60_000 },
+      sink: {
+        push: async (entries, options) => {
+          pushing++;
+          try {
+            return await sink.push(entries, options);
+          } finally {
+            pushing--;
+          }
+        },
+      },
     });
-    setTimeout(() => controller.abort(new Error("revoked")), 50);
+    // Both pushes in flight (maxInFlight 2) are waiting for their retry when the abort comes.
+    await waits.started(2);
+    controller.abort(new Error("revoked"));
     await expect(shipping).rejects.toThrow("revoked");
-    const failed = loki.counters.pushesFailed;
-    await Bun.sleep(50);
-    expect(loki.counters.pushesFailed).toBe(failed); // nothing keeps retrying in the background
+    // Nothing keeps retrying in the background: when shipBatch has rejected, no push is on its
+    // way and every wait ended by the abort (none is left whose timer could start another push).
+    expect(pushing).toBe(0);
+    expect(waits.pending).toBe(0);
+    expect(waits.log.map((w) => w.end)).toEqual(["aborted", "aborted"]);
+    expect(loki.counters.pushesFailed).toBe(2);
     expect(dlq.calls).toHaveLength(0);
   });
 

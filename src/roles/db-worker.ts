@@ -40,6 +40,15 @@ const COMMIT_ATTEMPTS = 10;
 const COMMIT_BACKOFF = { initialMs: 50, maxMs: 1000 };
 /** Pause before a batch that failed for another reason (publishing, committing, a bug) comes again. */
 const REDELIVERY_BACKOFF = { initialMs: 200, maxMs: 5000 };
+/**
+ * Test hook, not configuration: with this variable set to `1` the first batch whose results are
+ * published never has its offsets committed — the worker logs `HELD_LOG` (with the batch's size)
+ * and waits there for good. A test that kills the worker then knows the batch is applied in
+ * PostgreSQL and will be delivered again (bench/chaos.ts, scenario 1). NOTE: read from the
+ * environment here, not by src/config.ts, so that it stays out of the documented configuration.
+ */
+export const HOLD_BEFORE_COMMIT_ENV = "KITSUNE_TEST_HOLD_BEFORE_COMMIT";
+export const HELD_LOG = "test hook: batch applied and its results published; holding it before its offset commit";
 
 // NOTE: fatal: bytes that are not UTF-8 are dead-lettered rather than applied with U+FFFD in place.
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -176,6 +185,7 @@ function createMetrics(registry: Registry) {
       registers,
     }),
     breaker: new Gauge({ name: "kitsune_db_breaker_open", help: "1 while PostgreSQL is unreachable and partitions are paused.", registers }),
+    probes: new Counter({ name: "kitsune_db_breaker_probes_total", help: "Queries sent to PostgreSQL while the breaker is open, to see whether it answers again.", registers }),
     batchSize: new Histogram({
       name: "kitsune_db_batch_size",
       help: "Messages per db-worker batch.",
@@ -189,6 +199,11 @@ function createMetrics(registry: Registry) {
       registers,
     }),
     retries: new Counter({ name: "kitsune_db_batch_retries_total", help: "Batches retried after a transient PostgreSQL error.", registers }),
+    failed: new Counter({
+      name: "kitsune_db_batches_failed_total",
+      help: "Batches that failed as a whole for another reason than an unavailable PostgreSQL (a bug, a schema change, publishing or committing); each is read again.",
+      registers,
+    }),
   };
 }
 
@@ -237,6 +252,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   const group = config.kafka.groupId ?? "kitsune-db-worker";
   const metrics = createMetrics(registry);
   const abort = new AbortController();
+  let holdBeforeCommit = process.env[HOLD_BEFORE_COMMIT_ENV] === "1";
   let breakerOpen = false;
   /** The batch started last, until it is handed off (see `startBatch`). */
   let inFlight: { done: Promise<void>; abort: AbortController } | undefined;
@@ -337,6 +353,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   /** Waits until PostgreSQL answers a trivial query, with backoff. */
   const probe = async (signal: AbortSignal) => {
     for (let attempt = 0; ; attempt++) {
+      metrics.probes.inc();
       try {
         await sql`SELECT 1`;
         return;
@@ -375,6 +392,11 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
       await new Promise((resolve) => setImmediate(resolve));
       // Results and dead letters must be on the broker before the offsets move past them.
       await producer.sendAll(publish);
+      if (holdBeforeCommit) {
+        holdBeforeCommit = false;
+        logger.warn({ messages: batch.length, offsets: nextOffsets(batch) }, HELD_LOG);
+        await new Promise(() => {});
+      }
       await commit(nextOffsets(batch));
       countOutcomes(outcomes, metrics.commands);
       if (deadLettered) metrics.deadLetters.inc(deadLettered);
@@ -466,6 +488,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
         return false;
       }
       logger.error({ err }, "batch failed; it will be redelivered");
+      metrics.failed.inc();
       // After a pause, so a lasting failure does not spin.
       await abortableSleep(backoffDelay(failures++, REDELIVERY_BACKOFF), abort.signal).catch(() => {});
       return false;

@@ -6,7 +6,7 @@
 #   scripts/services.sh status   say what runs
 #
 # For a private broker on other ports (bench/lib/broker.ts runs one for the chaos scenarios):
-#   scripts/services.sh kafka-home                      where the cached jars are (libs/)
+#   scripts/services.sh kafka-home                      where the cached jars are (libs/; fetched if missing)
 #   scripts/services.sh kafka-config DIR PORT CPORT     this broker configuration, written into DIR
 #
 # Environment:
@@ -262,7 +262,7 @@ case "${1:-}" in
   up) pg_up; kafka_up ;;
   down) kafka_down; pg_down ;;
   status) status ;;
-  kafka-home) echo "$KAFKA_HOME" ;;
+  kafka-home) fetch_kafka; echo "$KAFKA_HOME" ;;
   kafka-config)
     [ $# -eq 4 ] || { echo "usage: $0 kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2; }
     KAFKA_PORT=$3 CONTROLLER_PORT=$4 kafka_config "$2"

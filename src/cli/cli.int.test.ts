@@ -63,7 +63,7 @@ describe("kitsune sub-commands", () => {
   test("version names kitsune, bun, librdkafka and the consumer's fetch path", async () => {
     const { out, code } = await kitsune("version");
     expect(code).toBe(0);
-    expect(out).toMatch(/^kitsune \d+\.\d+\.\d+ \(bun 1\.4\.5, librdkafka 2\.\d+\.\d+, native fetch loop\)/);
+    expect(out).toMatch(/^kitsune \d+\.\d+\.\d+ \(bun 1\.4\.5, librdkafka 2\.\d+\.\d+ from \/\S+ \((project build|system|LIBRDKAFKA_PATH)\), native fetch loop\)/);
     const proc = Bun.spawn(["bun", "src/main.ts", "version"], { env: { ...env(), KITSUNE_NATIVE: "0" }, stdout: "pipe" });
     expect(await new Response(proc.stdout).text()).toContain("plain FFI fetch: KITSUNE_NATIVE=0");
   });

@@ -162,7 +162,7 @@ async function cli(argv: string[]): Promise<void> {
       try {
         librdkafka = (await import("./kafka/ffi.ts")).librdkafkaVersion();
         const loader = await import("./kafka/native.ts");
-        fetch = loader.native() ? ", native fetch loop" : `, plain FFI fetch: ${loader.nativeUnavailable}`;
+        fetch = loader.native() ? `, native fetch loop: ${loader.nativeBuild}` : `, plain FFI fetch: ${loader.nativeUnavailable}`;
       } catch {}
       console.log(`kitsune ${pkg.version} (bun ${Bun.version}, librdkafka ${librdkafka}${fetch})`);
       return;

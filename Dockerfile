@@ -1,15 +1,19 @@
-# syntax=docker/dockerfile:1
-#
 # Kitsune: one executable, three roles (ROLE=api|log-worker|db-worker|all).
 #
 #   docker build -t kitsune:local .
 #   docker run --rm -e ROLE=api -e API_TOKENS=dev-token -e KAFKA_BROKERS=host:9092 -p 8080:8080 kitsune:local
 #
-# Stage 1 compiles the TypeScript into one self-contained executable with `bun build --compile`
-# (package.json "build"). Stage 2 is a slim Debian with only what the executable loads at run time:
-# glibc (the Bun runtime inside the executable needs glibc >= 2.17), librdkafka (loaded through
-# bun:ffi as librdkafka.so.1) and CA certificates. Both stages are Debian; the runtime is bookworm,
-# whose librdkafka1 (2.0.2) is the version the project tests against (see scripts/services.sh).
+# Stage `build` compiles the TypeScript into one self-contained executable with
+# `bun build --compile` (package.json "build"). Stage `native` compiles the consumer's fetch loop
+# (src/kafka/native.c) with gcc -O2 into a shared object: the runtime has no C headers or libc.so
+# for Bun's TinyCC, and the executable loads /usr/local/lib/kitsune/native.so instead (see
+# src/kafka/native.ts). The runtime is a slim Debian with only what runs: glibc (the Bun runtime
+# inside the executable needs glibc >= 2.17), librdkafka (loaded through bun:ffi as
+# librdkafka.so.1), CA certificates and curl for the HEALTHCHECK. The native and runtime stages
+# are both bookworm, whose librdkafka1 (2.0.2) is the version the project tests against.
+#
+# No `# syntax=` line and no BuildKit-only flags: a Docker host without access to Docker Hub's
+# frontend images, the legacy builder and `podman build` all build this file as it is.
 
 # ---- build ----------------------------------------------------------------------------------
 # Same Bun as package.json "packageManager" (scripts/check-deploy.sh checks they agree).
@@ -20,14 +24,24 @@ WORKDIR /src
 COPY package.json bun.lock bunfig.toml ./
 # patches/: the postgres.js fix that bun install applies (package.json patchedDependencies).
 COPY patches ./patches
-RUN --mount=type=cache,target=/root/.bun/install/cache \
-    bun install --frozen-lockfile
+RUN bun install --frozen-lockfile
 
 COPY tsconfig.json ./
 COPY src ./src
 # `bun run build` compiles src/main.ts together with the second entrypoint src/kafka/txn-worker.ts
 # (a Worker embedded in the same executable) into dist/kitsune.
 RUN bun run build
+
+# ---- native ---------------------------------------------------------------------------------
+FROM debian:bookworm-slim AS native
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY src/kafka/native.c /src/native.c
+# native.c calls librdkafka through a table of function pointers the executable passes in
+# (kitsune_init), so the object links against nothing but libc.
+RUN mkdir -p /out \
+    && gcc -O2 -shared -fPIC -s -Wall -Werror -Wno-unused-parameter -o /out/native.so /src/native.c
 
 # ---- runtime --------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -43,10 +57,14 @@ RUN apt-get update \
          --shell /usr/sbin/nologin kitsune
 
 WORKDIR /app
-COPY --from=build --chmod=0755 /src/dist/kitsune /usr/local/bin/kitsune
-COPY --chown=root:root sql /app/sql
-# Smoke test on the runtime's own glibc (does not touch librdkafka or the network).
-RUN kitsune version
+COPY --from=build /src/dist/kitsune /usr/local/bin/kitsune
+COPY --from=native /out/native.so /usr/local/lib/kitsune/native.so
+COPY sql /app/sql
+# Smoke test on the runtime's own glibc and librdkafka (no network): the build fails unless the
+# executable loads the ahead-of-time compiled fetch loop.
+RUN v=$(kitsune version) && echo "$v" \
+    && case "$v" in *"native fetch loop: AOT /usr/local/lib/kitsune/native.so)"*) ;; \
+         *) echo "kitsune does not use /usr/local/lib/kitsune/native.so" >&2; exit 1 ;; esac
 
 ENV SQL_DIR=/app/sql \
     HTTP_PORT=8080 \

@@ -9,13 +9,17 @@
 #   scripts/services.sh kafka-home                      where the cached jars are (libs/)
 #   scripts/services.sh kafka-config DIR PORT CPORT     this broker configuration, written into DIR
 #
-# Kafka 3.9.x is deliberate: Kafka 4.x removed old protocol versions (KIP-896) and librdkafka
-# releases before that change (Debian ships 2.0.2) then disable idempotence (librdkafka#4948).
-# The jars come from Maven Central and are cached in $KITSUNE_CACHE (default ~/.cache/kitsune),
-# so only the first `up` downloads them.
+# Environment:
+#   KAFKA_VERSION          4.4.0 (default) or 3.9.2; 4.x needs librdkafka 2.10+ for idempotence
+#                          (KIP-896, librdkafka#4948), which scripts/build-librdkafka.sh provides
+#   KAFKA_PORT             9092; KAFKA_CONTROLLER_PORT 9093 (KRaft controller)
+#   KITSUNE_CACHE          ~/.cache/kitsune: jars in kafka-<version>/, the broker's data, log and
+#                          pid in run/kafka-<version>-<port>/, so brokers of two versions or on two
+#                          ports run side by side, and `down` stops only the one it is asked about
+# The jars come from Maven Central (mvn), so only the first `up` of a version downloads them.
 set -euo pipefail
 
-KAFKA_VERSION=3.9.2
+KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
 SCALA_VERSION=2.13
 CACHE=${KITSUNE_CACHE:-$HOME/.cache/kitsune}
 KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
@@ -23,6 +27,12 @@ STATE=$CACHE/run
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=${KAFKA_PORT:-9092}
 CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_STATE=$STATE/kafka-$KAFKA_VERSION-$KAFKA_PORT
+# Kafka logs through slf4j 1.7: bound to reload4j up to 3.x, to log4j2 (which 4.x brings) from 4.0.
+case $KAFKA_VERSION in
+  3.*) SLF4J_BINDING="<groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version>" ;;
+  *) SLF4J_BINDING="<groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>2.25.5</version>" ;;
+esac
 PG_HOST=127.0.0.1
 PG_PORT=5432
 
@@ -46,7 +56,7 @@ fetch_kafka() {
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_$SCALA_VERSION</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
+    <dependency>$SLF4J_BINDING</dependency>
   </dependencies>
 </project>
 EOF
@@ -62,7 +72,8 @@ EOF
   rm -rf "$work"
 }
 
-# Writes kafka.properties and log4j.properties into $1 (data in $1/kafka-data, log in $1/kafka.log).
+# Writes kafka.properties, log4j.properties (Kafka 3.x) and log4j2.properties (4.x) into $1
+# (data in $1/kafka-data, log in $1/kafka.log).
 kafka_config() {
   local dir=$1
   local data=$dir/kafka-data
@@ -100,11 +111,25 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaServer=INFO
 log4j.logger.kafka.server.BrokerServer=INFO
 EOF
+  cat >"$dir/log4j2.properties" <<EOF
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$dir/kafka.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=WARN
+rootLogger.appenderRef.file.ref=file
+logger.broker.name=kafka.server.BrokerServer
+logger.broker.level=INFO
+logger.raft.name=kafka.server.KafkaRaftServer
+logger.raft.level=INFO
+EOF
 }
 
 kafka_java() {
   exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$STATE/log4j.properties" \
+    -Dlog4j.configuration="file:$KAFKA_STATE/log4j.properties" \
+    -Dlog4j2.configurationFile="$KAFKA_STATE/log4j2.properties" \
     -cp "$KAFKA_HOME/libs/*" "$@"
 }
 
@@ -115,23 +140,23 @@ kafka_up() {
   fi
   command -v java >/dev/null || { log "java (17+) is needed to run Kafka"; exit 1; }
   fetch_kafka
-  mkdir -p "$STATE"
-  kafka_config "$STATE"
-  if [ ! -f "$STATE/kafka-data/meta.properties" ]; then
+  mkdir -p "$KAFKA_STATE"
+  kafka_config "$KAFKA_STATE"
+  if [ ! -f "$KAFKA_STATE/kafka-data/meta.properties" ]; then
     local cluster_id
     cluster_id=$( (kafka_java kafka.tools.StorageTool random-uuid) )
     (kafka_java kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cluster_id" -c "$STATE/kafka.properties" >/dev/null)
+      -t "$cluster_id" -c "$KAFKA_STATE/kafka.properties" >/dev/null)
   fi
-  log "starting Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (log: $STATE/kafka.log)"
+  log "starting Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (log: $KAFKA_STATE/kafka.log)"
   # The subshell execs java, so $! is the broker's own pid.
-  (kafka_java kafka.Kafka "$STATE/kafka.properties") >"$STATE/kafka.out" 2>&1 </dev/null &
-  echo $! >"$STATE/kafka.pid"
+  (kafka_java kafka.Kafka "$KAFKA_STATE/kafka.properties") >"$KAFKA_STATE/kafka.out" 2>&1 </dev/null &
+  echo $! >"$KAFKA_STATE/kafka.pid"
   local deadline=$((SECONDS + 90))
   until kafka_ready; do
-    if ! kill -0 "$(cat "$STATE/kafka.pid")" 2>/dev/null; then
-      tail -n 30 "$STATE/kafka.out" "$STATE/kafka.log" >&2 || true
-      rm -f "$STATE/kafka.pid"
+    if ! kill -0 "$(cat "$KAFKA_STATE/kafka.pid")" 2>/dev/null; then
+      tail -n 30 "$KAFKA_STATE/kafka.out" "$KAFKA_STATE/kafka.log" >&2 || true
+      rm -f "$KAFKA_STATE/kafka.pid"
       log "Kafka exited during start-up"
       exit 1
     fi
@@ -152,16 +177,16 @@ kafka_ready() {
 }
 
 kafka_down() {
-  if [ -f "$STATE/kafka.pid" ]; then
+  if [ -f "$KAFKA_STATE/kafka.pid" ]; then
     local pid
-    pid=$(cat "$STATE/kafka.pid")
+    pid=$(cat "$KAFKA_STATE/kafka.pid")
     if kill -0 "$pid" 2>/dev/null; then
       log "stopping Kafka (pid $pid)"
       kill "$pid"
       for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
       kill -9 "$pid" 2>/dev/null || true
     fi
-    rm -f "$STATE/kafka.pid"
+    rm -f "$KAFKA_STATE/kafka.pid"
   else
     log "Kafka was not started by this script; leaving it"
   fi
@@ -220,7 +245,8 @@ pg_down() {
 status() {
   if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
     local who="not started by this script"
-    [ -f "$STATE/kafka.pid" ] && kill -0 "$(cat "$STATE/kafka.pid")" 2>/dev/null && who="started by this script, pid $(cat "$STATE/kafka.pid")"
+    [ -f "$KAFKA_STATE/kafka.pid" ] && kill -0 "$(cat "$KAFKA_STATE/kafka.pid")" 2>/dev/null &&
+      who="Kafka $KAFKA_VERSION started by this script, pid $(cat "$KAFKA_STATE/kafka.pid")"
     echo "kafka       up   $KAFKA_HOST:$KAFKA_PORT ($who)"
   else
     echo "kafka       down $KAFKA_HOST:$KAFKA_PORT"

@@ -49,12 +49,14 @@ export async function startBroker({ dir }: { dir: string }): Promise<PrivateBrok
   // The shared broker's configuration, on these ports and in this directory.
   services("kafka-config", dir, String(port), String(controller));
   const props = join(dir, "kafka.properties");
+  // services.sh writes both logging configurations: log4j 1 for Kafka 3.x, log4j2 for 4.x.
   const log4j = join(dir, "log4j.properties");
+  const log4j2 = join(dir, "log4j2.properties");
   const java = (args: string[], out: string) => {
     const fd = openSync(out, "a");
     try {
       return Bun.spawn(
-        ["java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true", `-Dlog4j.configuration=file:${log4j}`, "-cp", `${home}/libs/*`, ...args],
+        ["java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true", `-Dlog4j.configuration=file:${log4j}`, `-Dlog4j2.configurationFile=${log4j2}`, "-cp", `${home}/libs/*`, ...args],
         { stdin: "ignore", stdout: fd, stderr: fd },
       );
     } finally {

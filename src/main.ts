@@ -128,7 +128,7 @@ usage:
   kitsune topics create|describe                create or show the Kafka topics
   kitsune commands                              list the command registry with its parameters
   kitsune dlq list|replay                       show dead letters, or re-drive them
-  kitsune version                               print the version (and librdkafka's)
+  kitsune version                               print the version (and librdkafka's, and where it is from)
   kitsune <command> --help                      help for one command
 
 Every setting comes from the environment (see README: Configuration).
@@ -157,13 +157,16 @@ async function cli(argv: string[]): Promise<void> {
       return tool(async () => (await import("./cli/dlq.ts")).dlqCommand);
     case "version":
     case "--version": {
-      let librdkafka = "not found";
+      let librdkafka: string;
       let fetch = "";
       try {
-        librdkafka = (await import("./kafka/ffi.ts")).librdkafkaVersion();
+        const ffi = await import("./kafka/ffi.ts");
+        librdkafka = `${ffi.librdkafkaVersion()} from ${ffi.loadedLibraryFile()} (${ffi.loadedLibrary().source})`;
         const loader = await import("./kafka/native.ts");
         fetch = loader.native() ? `, native fetch loop: ${loader.nativeBuild}` : `, plain FFI fetch: ${loader.nativeUnavailable}`;
-      } catch {}
+      } catch (err) {
+        librdkafka = `not loaded: ${(err as Error).message}`;
+      }
       console.log(`kitsune ${pkg.version} (bun ${Bun.version}, librdkafka ${librdkafka}${fetch})`);
       return;
     }

@@ -4,7 +4,7 @@
  * (`it-api-<random>.…`, deleted afterwards) and PostgreSQL in a schema of its own.
  *
  * The broker-outage test runs against librdkafka's mock cluster instead, which can be taken down
- * and brought back; librdkafka 2.0.2's mock supports transactions, so both modes are tested there.
+ * and brought back; librdkafka's mock supports transactions, so both modes are tested there.
  */
 import { ORIGINAL_EXAMPLE } from "./fakes.ts";
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
@@ -86,12 +86,10 @@ const get = (path: string) => new Request(`http://kitsune.test${path}`, { header
 
 /** Reads `topics` as `read_committed` (the Consumer's fixed isolation level) from the start until `done` says so. */
 async function readCommitted(config: Config, topics: string[], done: (seen: Message[]) => boolean, timeoutMs = 30_000): Promise<Message[]> {
-  // NOTE: "range": librdkafka 2.0.2 aborts when a cooperative-sticky consumer is destroyed before its first assignment.
   const consumer = new Consumer({
     ...kafkaConfig(config),
     "group.id": `it-reader-${Bun.randomUUIDv7()}`,
     "auto.offset.reset": "earliest",
-    "partition.assignment.strategy": "range",
   });
   cleanups.push(() => consumer.close(2000));
   consumer.subscribe(topics);

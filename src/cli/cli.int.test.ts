@@ -68,7 +68,7 @@ describe("kitsune sub-commands", () => {
   test("version names kitsune, bun, librdkafka and the consumer's fetch path", async () => {
     const { out, code } = await kitsune("version");
     expect(code).toBe(0);
-    expect(out).toMatch(/^kitsune \d+\.\d+\.\d+ \(bun 1\.4\.5, librdkafka 2\.\d+\.\d+, native fetch loop: TinyCC\)/);
+    expect(out).toMatch(/^kitsune \d+\.\d+\.\d+ \(bun 1\.4\.5, librdkafka 2\.\d+\.\d+ from \/\S+ \((project build|system|LIBRDKAFKA_PATH)\), native fetch loop: TinyCC\)/);
     expect((await kitsuneWith({ KITSUNE_NATIVE: "0" }, "version")).out).toContain("plain FFI fetch: KITSUNE_NATIVE=0");
     // A shared object that cannot be loaded is named, and TinyCC builds the loop instead.
     const missing = (await kitsuneWith({ KITSUNE_NATIVE_LIB: "/nonexistent/native.so" }, "version")).out;

@@ -1,22 +1,16 @@
 /**
- * A consumer closed before its first assignment must not take the process down (librdkafka 2.0.x
- * asserts in the cooperative-sticky assignor then; see `defaultAssignmentStrategy`). Runs in a
- * child process, since the failure is an abort().
+ * A consumer closed before its first assignment must not take the process down: librdkafka 2.0.x
+ * asserted in the cooperative-sticky assignor then, and cooperative-sticky is now the default of
+ * every consumer (consumer.ts `CLASSIC_GROUP_DEFAULTS`). Runs in a child process, since the failure
+ * is an abort().
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { Admin } from "./admin.ts";
-import { defaultAssignmentStrategy } from "./consumer.ts";
 
 // A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
 setDefaultTimeout(30_000);
 
 const brokers = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
-
-test("the default assignment strategy is cooperative only from librdkafka 2.1 on", () => {
-  expect(defaultAssignmentStrategy(0x020002ff)).toBe("range");
-  expect(defaultAssignmentStrategy(0x020100ff)).toBe("cooperative-sticky");
-  expect(defaultAssignmentStrategy(0x020600ff)).toBe("cooperative-sticky");
-});
 
 test("closing consumers right after subscribe, 40 times, leaves the process alive", async () => {
   // The assertion needs a topic that exists, so the group has something to assign.

@@ -48,20 +48,8 @@ export interface BatchOptions {
   maxWaitMs?: number;
 }
 
-/**
- * Cooperative (incremental) rebalancing where librdkafka's implementation is safe to use.
- * NOTE: librdkafka 2.0.x aborts the process (`rd_kafka_sticky_assignor_state_destroy: Assertion
- * 'assignor_state' failed`) when a cooperative-sticky consumer is closed before its first
- * assignment; reproduced here with Debian's 2.0.2. There the eager `range` assignor is used.
- */
-export function defaultAssignmentStrategy(version = rdk().rd_kafka_version()): string {
-  return version >= 0x020100ff ? "cooperative-sticky" : "range";
-}
-
 export const CONSUMER_DEFAULTS: KafkaConfig = {
   "auto.offset.reset": "earliest",
-  "session.timeout.ms": 10000,
-  "heartbeat.interval.ms": 1000,
   "statistics.interval.ms": 5000,
   "fetch.wait.max.ms": 100,
   // NOTE: librdkafka 2.0 stops fetching a partition whose local queue holds queued.min.messages
@@ -70,6 +58,29 @@ export const CONSUMER_DEFAULTS: KafkaConfig = {
   // bounded by queued.max.messages.kbytes (64 MB by default), which now binds first.
   "queued.min.messages": 1_000_000,
 };
+
+/**
+ * Defaults of the classic group protocol: cooperative (incremental) rebalancing, and a session
+ * short enough that a dead member's partitions move within seconds. Under KIP-848's
+ * `group.protocol=consumer` (Kafka 4.x) the broker assigns, always incrementally, and owns the
+ * session; librdkafka refuses these keys there.
+ */
+export const CLASSIC_GROUP_DEFAULTS: KafkaConfig = {
+  "partition.assignment.strategy": "cooperative-sticky",
+  "session.timeout.ms": 10000,
+  "heartbeat.interval.ms": 1000,
+};
+
+/** Whether `config` asks for KIP-848's consumer group protocol. */
+export function usesConsumerProtocol(config: KafkaConfig): boolean {
+  return String(config["group.protocol"] ?? "classic").toLowerCase() === "consumer";
+}
+
+/** The consumer's librdkafka settings: Kitsune's defaults, then `config`, then the safety keys. */
+export function consumerConfig(config: KafkaConfig): KafkaConfig {
+  const group = usesConsumerProtocol(config) ? {} : CLASSIC_GROUP_DEFAULTS;
+  return { ...group, ...CONSUMER_DEFAULTS, ...config, ...CONSUMER_SAFETY };
+}
 
 /** Keys applied last: Kitsune's at-least-once/exactly-once contract depends on them. */
 export const CONSUMER_SAFETY: KafkaConfig = {
@@ -159,7 +170,7 @@ export class Consumer {
     this.native = fast;
     this.client = new NativeClient(
       RD_KAFKA_CONSUMER,
-      { "partition.assignment.strategy": defaultAssignmentStrategy(), ...CONSUMER_DEFAULTS, ...config, ...CONSUMER_SAFETY },
+      consumerConfig(config),
       EVENT.FETCH | EVENT.REBALANCE | EVENT.OFFSET_COMMIT,
       (ev, type) => this.onEvent(ev, type),
       (err) => {
@@ -184,7 +195,8 @@ export class Consumer {
     this.consumerQueue = lib.rd_kafka_queue_get_consumer(this.client.rk)!;
     this.commitQueue = lib.rd_kafka_queue_new(this.client.rk)!;
     this.client.serveQueue(this.commitQueue);
-    this.cooperative = String(config["partition.assignment.strategy"] ?? defaultAssignmentStrategy()).includes("cooperative");
+    this.cooperative =
+      usesConsumerProtocol(config) || String(consumerConfig(config)["partition.assignment.strategy"]).includes("cooperative");
     // Backpressure: see `throttled`.
     this.client.poller = (queue) => {
       if (this.holding) {

@@ -1,10 +1,14 @@
 /**
  * @module kafka/ffi
- * The only file that declares librdkafka's C symbols. Loads `LIBRDKAFKA_PATH` or the system
- * `librdkafka.so.1` and refuses librdkafka older than 2.0. Struct offsets are for 64-bit Linux
- * and were checked with `offsetof` against librdkafka 2.0.2's header.
+ * The only file that declares librdkafka's C symbols. Loads `LIBRDKAFKA_PATH`, else the library
+ * `scripts/build-librdkafka.sh` built from the pinned source, else the system's `librdkafka.so.1`,
+ * and refuses librdkafka older than 2.10. Struct offsets are for 64-bit Linux and were checked
+ * with `offsetof` against librdkafka 2.15.1's header (they are unchanged since 2.0).
  */
 import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
 
 const T = FFIType;
 
@@ -124,30 +128,65 @@ export const symbols = {
   rd_kafka_mock_topic_create: { args: [T.ptr, T.ptr, T.i32, T.i32], returns: T.i32 },
 } as const;
 
-export const MIN_VERSION = 0x02000000;
+/**
+ * The librdkafka `scripts/build-librdkafka.sh` builds from the pinned `@confluentinc/kafka-javascript`
+ * source (ffi.test.ts checks that the two agree).
+ */
+export const BUILT_VERSION = "2.15.1";
+/** 2.10: older releases turn idempotence off against Kafka 4 (KIP-896, librdkafka#4948). */
+export const MIN_VERSION = 0x020a0000;
 
-/** Where librdkafka is loaded from: `LIBRDKAFKA_PATH`, else the system's `librdkafka.so.1`. */
-export function libraryPath(): string {
-  return process.env.LIBRDKAFKA_PATH || "librdkafka.so.1";
+export interface LibraryChoice {
+  /** What dlopen is given: a file, or the bare soname for the system's library. */
+  path: string;
+  source: "LIBRDKAFKA_PATH" | "project build" | "system";
 }
 
+/** Where `scripts/build-librdkafka.sh` puts the library by default (`KITSUNE_CACHE` honoured). */
+export function builtLibraryPath(env: Record<string, string | undefined> = process.env): string {
+  const cache = env.KITSUNE_CACHE || join(env.HOME || homedir(), ".cache", "kitsune");
+  return join(cache, `librdkafka-${BUILT_VERSION}`, "lib", "librdkafka.so.1");
+}
+
+/** Which librdkafka to load: `LIBRDKAFKA_PATH`, else the project build if it exists, else the system's. */
+export function chooseLibrary(env: Record<string, string | undefined> = process.env, exists = existsSync): LibraryChoice {
+  if (env.LIBRDKAFKA_PATH) return { path: env.LIBRDKAFKA_PATH, source: "LIBRDKAFKA_PATH" };
+  const built = builtLibraryPath(env);
+  if (exists(built)) return { path: built, source: "project build" };
+  return { path: "librdkafka.so.1", source: "system" };
+}
+
+/** What the start-up errors tell the user to do. */
+function howToBuild(): string {
+  return (
+    `Run scripts/build-librdkafka.sh (after bun install): it builds librdkafka ${BUILT_VERSION} from the pinned ` +
+    `source into ${builtLibraryPath()}, where Kitsune looks by itself; or set LIBRDKAFKA_PATH to a ` +
+    "librdkafka.so.1 of 2.10 or newer."
+  );
+}
+
+/** The start-up error for a librdkafka older than `MIN_VERSION`, or null when `version` will do. */
+export function versionRefusal(version: number, versionStr: string, choice: LibraryChoice): string | null {
+  if (version >= MIN_VERSION) return null;
+  return `librdkafka ${versionStr} found at "${choice.path}" (${choice.source}), but Kitsune needs librdkafka 2.10 or newer. ${howToBuild()}`;
+}
+
+let chosen: LibraryChoice | undefined;
+
 function open() {
-  const path = libraryPath();
+  const choice = chooseLibrary();
   let lib;
   try {
-    lib = dlopen(path, symbols);
+    lib = dlopen(choice.path, symbols);
   } catch (err) {
-    throw new Error(
-      `cannot load librdkafka from "${path}": ${(err as Error).message}. ` +
-        "Install it (Debian/Ubuntu: apt-get install librdkafka1) or set LIBRDKAFKA_PATH to the library file.",
-    );
+    throw new Error(`cannot load librdkafka from "${choice.path}" (${choice.source}): ${(err as Error).message}. ${howToBuild()}`);
   }
-  const version = lib.symbols.rd_kafka_version();
-  if (version < MIN_VERSION) {
-    const found = String(lib.symbols.rd_kafka_version_str());
+  const refusal = versionRefusal(lib.symbols.rd_kafka_version(), String(lib.symbols.rd_kafka_version_str()), choice);
+  if (refusal) {
     lib.close();
-    throw new Error(`librdkafka ${found} found at "${path}", but Kitsune needs librdkafka 2.0 or newer`);
+    throw new Error(refusal);
   }
+  chosen = choice;
   return lib;
 }
 
@@ -182,6 +221,30 @@ export function rdk(): Lib {
 
 export function librdkafkaVersion(): string {
   return String(rdk().rd_kafka_version_str());
+}
+
+/** The library loaded (loading it if need be): what dlopen was given, and why that one. */
+export function loadedLibrary(): LibraryChoice {
+  rdk();
+  return chosen!;
+}
+
+/** The path dlopen was given, for the transaction worker to open the same library. */
+export function libraryPath(): string {
+  return loadedLibrary().path;
+}
+
+/** The file the loaded librdkafka came from (the system's is found through the process's maps). */
+export function loadedLibraryFile(): string {
+  const { path } = loadedLibrary();
+  if (path.includes("/")) return path;
+  try {
+    const line = readFileSync("/proc/self/maps", "utf8")
+      .split("\n")
+      .find((l) => l.includes("/librdkafka.so"));
+    if (line) return line.slice(line.indexOf("/"));
+  } catch {}
+  return path;
 }
 
 // --- constants (rdkafka.h) -------------------------------------------------------------------

@@ -81,10 +81,6 @@ export async function start(config: Config, deps: ApiDeps): Promise<Service> {
             "auto.offset.reset": "latest",
             // A waiting request sees its result at most this much later than the broker has it.
             "fetch.wait.max.ms": 25,
-            // NOTE: eager, not cooperative-sticky: the group has one member, and librdkafka 2.0.2
-            // aborts the process (sticky assignor assertion) when a consumer that never got an
-            // assignment is destroyed — e.g. an api stopped within a second of starting.
-            "partition.assignment.strategy": "range",
           },
           { onError: (err) => logger.debug({ err }, "db-results consumer") },
         );

@@ -256,11 +256,9 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   const lost = new Set<string>();
 
   const consumer = new Consumer(
-    // NOTE: the binding's cooperative-sticky assignment, although with librdkafka 2.0.2 a commit
-    // made between the two phases of a cooperative rebalance can fail with ILLEGAL_GENERATION (and
-    // librdkafka then drops the whole assignment, so batches come round again as duplicates). An
-    // eager strategy avoids that, but cannot share a group with cooperative members, and
-    // KAFKA_GROUP_ID may name one group for both workers (ROLE=all).
+    // The binding's cooperative-sticky assignment (or KIP-848's incremental one). A commit made
+    // between the two phases of a cooperative rebalance no longer costs the whole assignment since
+    // librdkafka 2.10 (#4059; the binding refuses older ones).
     { ...kafka, "group.id": group },
     {
       onAssign: (parts) => {

@@ -50,8 +50,10 @@ COPY --from=build /src/node_modules/@confluentinc/kafka-javascript/deps/librdkaf
 RUN LIBRDKAFKA_PREFIX=/opt/librdkafka scripts/build-librdkafka.sh
 COPY src/kafka/native.c native.c
 # native.c calls librdkafka through a table of function pointers the executable passes in
-# (kitsune_init), so the object links against nothing but libc.
-RUN gcc -O2 -shared -fPIC -s -Wall -Werror -Wno-unused-parameter -o native.so native.c
+# (kitsune_init), so the object links against nothing but libc. It carries the source's SHA-256:
+# the executable uses only an object built from the native.c it was built with.
+RUN gcc -O2 -shared -fPIC -s -Wall -Werror -Wno-unused-parameter \
+      -DKITSUNE_SOURCE_SHA256="\"$(sha256sum native.c | cut -c1-64)\"" -o native.so native.c
 
 # ---- runtime --------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime

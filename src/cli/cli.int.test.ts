@@ -80,6 +80,10 @@ describe("kitsune sub-commands", () => {
     const { out, code } = await kitsuneWith({ KITSUNE_NATIVE_LIB: so }, "version");
     expect(code).toBe(0);
     expect(out).toContain(`native fetch loop: AOT ${so})`);
+    // An object built from another native.c is refused, and TinyCC builds the loop instead.
+    const stale = nativeSharedObject("f".repeat(64));
+    const refused = (await kitsuneWith({ KITSUNE_NATIVE_LIB: stale }, "version")).out;
+    expect(refused).toContain(`native fetch loop: TinyCC; not loaded: ${stale}: built from another native.c`);
   });
 
   test("migrate applies the migrations once", async () => {

@@ -3,7 +3,8 @@
  * Loads `native.c`, the consumer's hot loop in C, the first way that works:
  *   1. compiled ahead of time into a shared object (`gcc -O2 -shared -fPIC`, as the Dockerfile
  *      does): `KITSUNE_NATIVE_LIB`, else `../lib/kitsune/native.so` beside a compiled `kitsune`
- *      executable (the image's /usr/local/lib/kitsune/native.so);
+ *      executable (the image's /usr/local/lib/kitsune/native.so). Only an object built from this
+ *      very native.c is used (it carries the source's SHA-256, see kitsune_source_sha256);
  *   2. compiled at start-up by Bun's built-in TinyCC (`cc` of bun:ffi), ~6 ms once per process;
  *      it needs C headers and libc.so, which a slim runtime image does not have.
  * The C code calls librdkafka through the addresses of the binding's own symbols (kitsune_init),
@@ -63,7 +64,11 @@ const SYMBOLS = {
   kitsune_fetch: { args: ["ptr", "ptr", "i64", "i32", "ptr"], returns: "void" },
   kitsune_release: { args: ["ptr"], returns: "void" },
   kitsune_rebalance_cb_addr: { args: [], returns: "ptr" },
+  kitsune_source_sha256: { args: [], returns: "cstring" },
 } as const;
+
+/** SHA-256 (hex) of native.c as this build holds it; a shared object must say the same. */
+export const NATIVE_SOURCE_SHA256 = new Bun.CryptoHasher("sha256").update(source).digest("hex");
 
 /** librdkafka functions native.c calls, in the order of kitsune_init's table. */
 const LIBRDKAFKA = [
@@ -128,6 +133,15 @@ function compiledPaths(): string[] {
  */
 export function loadNative(path?: string): Native {
   const { symbols } = path ? dlopen(path, SYMBOLS) : compileWithTinyCC();
+  if (path) {
+    const built = String(symbols.kitsune_source_sha256());
+    if (built !== NATIVE_SOURCE_SHA256) {
+      throw new Error(
+        `built from ${built ? `another native.c (sha256 ${built.slice(0, 12)}…)` : "a native.c of unknown version"}, ` +
+          `not this one (${NATIVE_SOURCE_SHA256.slice(0, 12)}…); build it as the Dockerfile's native stage does`,
+      );
+    }
+  }
   const lib = rdk() as unknown as Record<string, { ptr: number }>;
   const table = new BigUint64Array(LIBRDKAFKA.map((n) => BigInt(lib[n]!.ptr)));
   symbols.kitsune_init(ptr(table));

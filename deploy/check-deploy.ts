@@ -373,7 +373,10 @@ section("Dockerfile and .dockerignore");
     const rt = last?.body ?? [];
     const rtText = rt.join("\n");
     const apt = rt.filter((l) => /^RUN\b/.test(l) && /apt-get install/.test(l)).join(" ");
-    check(/\blibrdkafka1\b/.test(apt), "runtime: apt-get install librdkafka1");
+    check(
+      /\blibrdkafka1\b/.test(apt) || rt.some((l) => /^COPY\s+(--\S+\s+)*--from=\S+\s+\S*librdkafka\.so\.1\s+\S+/.test(l)),
+      "runtime: librdkafka.so.1 (apt-get install librdkafka1, or COPY --from a build stage)",
+    );
     check(/\bca-certificates\b/.test(apt), "runtime: apt-get install ca-certificates");
     check(/--no-install-recommends/.test(apt) && /rm -rf \/var\/lib\/apt\/lists/.test(rtText), "runtime: apt without recommends, lists removed");
     check(
@@ -408,11 +411,17 @@ section("Dockerfile and .dockerignore");
         for (const w of words.slice(0, -1)) sources.add(w.replace(/\/$/, ""));
       }
     }
+    const matches = (pat: string, src: string) => {
+      const p = pat.replace(/^\/|\/$/g, "");
+      return p === src || src.startsWith(`${p}/`) || (p.includes("*") && new RegExp(`^${p.replaceAll(".", "\\.").replaceAll("*", "[^/]*")}$`).test(src));
+    };
     for (const src of sources) {
-      const ignored = ignore.some((pat) => {
-        const p = pat.replace(/^\/|\/$/g, "");
-        return p === src || src.startsWith(`${p}/`) || (p.includes("*") && new RegExp(`^${p.replaceAll(".", "\\.").replaceAll("*", "[^/]*")}$`).test(src));
-      });
+      // The last matching line decides; `!pattern` lets a path back in.
+      let ignored = false;
+      for (const pat of ignore) {
+        if (pat.startsWith("!")) ignored &&= !matches(pat.slice(1), src);
+        else ignored ||= matches(pat, src);
+      }
       check(existsSync(join(ROOT, src)) && !ignored, `COPY source ${src} exists and is not in .dockerignore`);
     }
   }

@@ -7,7 +7,7 @@
 #                        engine), then structural checks on the resolved model (deploy/check-deploy.ts)
 #   Dockerfile           dockerfile-utils lint (npm; hadolint is in neither Debian nor npm) and
 #                        structural checks: pinned FROM tags, Bun version = packageManager, USER,
-#                        HEALTHCHECK, ENTRYPOINT, librdkafka1, COPY sources vs .dockerignore
+#                        HEALTHCHECK, ENTRYPOINT, librdkafka.so.1, COPY sources vs .dockerignore
 #   Prometheus           promtool check config, scrape jobs vs compose services
 #   Grafana              provisioning YAML and dashboard JSON structure; dashboard PromQL through
 #                        promtool check rules; the metric names the code must emit

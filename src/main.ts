@@ -163,7 +163,7 @@ async function cli(argv: string[]): Promise<void> {
         const ffi = await import("./kafka/ffi.ts");
         librdkafka = `${ffi.librdkafkaVersion()} from ${ffi.loadedLibraryFile()} (${ffi.loadedLibrary().source})`;
         const loader = await import("./kafka/native.ts");
-        fetch = loader.native() ? ", native fetch loop" : `, plain FFI fetch: ${loader.nativeUnavailable}`;
+        fetch = loader.native() ? `, native fetch loop: ${loader.nativeBuild}` : `, plain FFI fetch: ${loader.nativeUnavailable}`;
       } catch (err) {
         librdkafka = `not loaded: ${(err as Error).message}`;
       }

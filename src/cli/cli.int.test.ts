@@ -8,6 +8,7 @@ import { Consumer } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";
 import { DLQ_HEADERS } from "../db/dead-letter.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "../../test/pg.ts";
+import { HAVE_GCC, nativeSharedObject } from "../../test/native-so.ts";
 
 setDefaultTimeout(60_000);
 
@@ -30,7 +31,11 @@ function env(): Record<string, string> {
 }
 
 async function kitsune(...args: string[]): Promise<{ out: string; err: string; code: number }> {
-  const proc = Bun.spawn(["bun", "src/main.ts", ...args], { env: env(), stdout: "pipe", stderr: "pipe" });
+  return kitsuneWith({}, ...args);
+}
+
+async function kitsuneWith(extra: Record<string, string>, ...args: string[]): Promise<{ out: string; err: string; code: number }> {
+  const proc = Bun.spawn(["bun", "src/main.ts", ...args], { env: { ...env(), ...extra }, stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   return { out, err, code };
 }
@@ -63,9 +68,22 @@ describe("kitsune sub-commands", () => {
   test("version names kitsune, bun, librdkafka and the consumer's fetch path", async () => {
     const { out, code } = await kitsune("version");
     expect(code).toBe(0);
-    expect(out).toMatch(/^kitsune \d+\.\d+\.\d+ \(bun 1\.4\.5, librdkafka 2\.\d+\.\d+ from \/\S+ \((project build|system|LIBRDKAFKA_PATH)\), native fetch loop\)/);
-    const proc = Bun.spawn(["bun", "src/main.ts", "version"], { env: { ...env(), KITSUNE_NATIVE: "0" }, stdout: "pipe" });
-    expect(await new Response(proc.stdout).text()).toContain("plain FFI fetch: KITSUNE_NATIVE=0");
+    expect(out).toMatch(/^kitsune \d+\.\d+\.\d+ \(bun 1\.4\.5, librdkafka 2\.\d+\.\d+ from \/\S+ \((project build|system|LIBRDKAFKA_PATH)\), native fetch loop: TinyCC\)/);
+    expect((await kitsuneWith({ KITSUNE_NATIVE: "0" }, "version")).out).toContain("plain FFI fetch: KITSUNE_NATIVE=0");
+    // A shared object that cannot be loaded is named, and TinyCC builds the loop instead.
+    const missing = (await kitsuneWith({ KITSUNE_NATIVE_LIB: "/nonexistent/native.so" }, "version")).out;
+    expect(missing).toContain("native fetch loop: TinyCC; not loaded: /nonexistent/native.so: ");
+  });
+
+  test.skipIf(!HAVE_GCC)("version reports native.c compiled ahead of time (KITSUNE_NATIVE_LIB) as the fetch path", async () => {
+    const so = nativeSharedObject();
+    const { out, code } = await kitsuneWith({ KITSUNE_NATIVE_LIB: so }, "version");
+    expect(code).toBe(0);
+    expect(out).toContain(`native fetch loop: AOT ${so})`);
+    // An object built from another native.c is refused, and TinyCC builds the loop instead.
+    const stale = nativeSharedObject("f".repeat(64));
+    const refused = (await kitsuneWith({ KITSUNE_NATIVE_LIB: stale }, "version")).out;
+    expect(refused).toContain(`native fetch loop: TinyCC; not loaded: ${stale}: built from another native.c`);
   });
 
   test("migrate applies the migrations once", async () => {

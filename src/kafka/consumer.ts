@@ -15,7 +15,7 @@
 import { EVENTS_PER_TURN, NativeClient } from "./client.ts";
 import { DESTROY_F_NO_CONSUMER_CLOSE, ERR, errString, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
-import { native, RECORD, STATE } from "./native.ts";
+import { native, RECORD, STATE, type Native } from "./native.ts";
 import { readList, tpKey, withList } from "./partitions.ts";
 import type { KafkaConfig, Message, TopicPartition, TopicPartitionOffset } from "./types.ts";
 
@@ -33,8 +33,11 @@ export interface ConsumerOptions {
   onError?(err: KafkaError): void;
   /** Messages held in memory before the binding stops draining librdkafka's queue. */
   maxBuffered?: number;
-  /** false: read messages through plain FFI calls, not native.c (for comparison and tests). */
-  native?: boolean;
+  /**
+   * false: read messages through plain FFI calls, not native.c (for comparison and tests).
+   * A `Native` (from `loadNative`): read through that build of native.c.
+   */
+  native?: boolean | Native;
   /** How long a full buffer leaves messages in librdkafka's queue before partitions are paused (default 5 s). */
   throttleHoldMs?: number;
 }
@@ -163,7 +166,7 @@ export class Consumer {
     void this.fetchState.buffer;
     this.fetchStateAddr = ptr(this.fetchState);
     this.maxBuffered = options.maxBuffered ?? 20_000;
-    const fast = options.native === false ? null : native();
+    const fast = options.native === false ? null : options.native === true || options.native === undefined ? native() : options.native;
     this.native = fast;
     this.client = new NativeClient(
       RD_KAFKA_CONSUMER,

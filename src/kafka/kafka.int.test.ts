@@ -5,6 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Admin, Consumer, KafkaError, nextOffsets, Producer, TransactionalProducer, type KafkaConfig, type Message, type TopicPartition } from "./index.ts";
+import { loadNative, type Native } from "./native.ts";
+import { HAVE_GCC, nativeSharedObject } from "../../test/native-so.ts";
 
 // NOTE: bunfig.toml's [test] timeout is not applied by `bun test`; each test is bounded here.
 setDefaultTimeout(60_000);
@@ -105,65 +107,75 @@ async function take(c: Consumer, n: number, ms = 30_000): Promise<Message[]> {
   return got;
 }
 
+/**
+ * Produces messages of every shape and reads them back through `native` (a build of native.c,
+ * or false for plain FFI): value, key, headers, timestamp, partition and offset.
+ */
+async function roundTrip(native: Native | false) {
+  await using t = await topics([{ partitions: 3 }]);
+  const [topic] = t.names as [string];
+  const producer = new Producer(base);
+  const before = Date.now();
+  // Bigger than a native fetch chunk: read through FFI between natively read ones, in order.
+  const big = new Uint8Array(400_000).map((_, i) => i % 251);
+  const reports = await Promise.all([
+    producer.send({ topic, key: "k1", value: "v1", headers: { "content-type": "text/plain", empty: "", ünï: "çødé ✓" } }),
+    producer.send({ topic, key: new Uint8Array([0, 1, 2, 255]), value: new Uint8Array([9, 8, 7]), partition: 2 }),
+    producer.send({ topic, value: null, key: "tombstone" }),
+    producer.send({ topic, value: "", key: null }),
+    producer.send({ topic, key: "big", value: big, partition: 1, headers: { h: "1" } }),
+    ...Array.from({ length: 20 }, (_, i) => producer.send({ topic, key: `seq-${i}`, value: `${i}`, partition: 1 })),
+  ]);
+  const after = Date.now();
+  await producer.close();
+  expect(reports[1]!.partition).toBe(2);
+  for (const r of reports) expect(r.topic).toBe(topic);
+
+  const c = consumer({}, { native });
+  expect(c.fetchPath).toBe(native ? "native" : "ffi");
+  c.subscribe([topic]);
+  const got = await take(c, 25);
+  await c.close();
+
+  const one = got.filter((m) => m.partition === 1);
+  expect(one.map((m) => m.offset)).toEqual(one.map((_, i) => one[0]!.offset + i));
+  const m5 = one.find((m) => str(m.key) === "big")!;
+  expect(Buffer.from(m5.value!).equals(Buffer.from(big))).toBe(true);
+  expect(m5.headers).toEqual({ h: "1" });
+  expect(one.filter((m) => str(m.key)?.startsWith("seq-")).map((m) => str(m.value))).toEqual(Array.from({ length: 20 }, (_, i) => `${i}`));
+
+  const byKey = new Map(got.map((m) => [m.key === null ? "(null)" : Buffer.from(m.key).toString("hex"), m]));
+  const m1 = byKey.get(Buffer.from("k1").toString("hex"))!;
+  expect(str(m1.value)).toBe("v1");
+  expect(m1.headers).toEqual({ "content-type": "text/plain", empty: "", ünï: "çødé ✓" });
+  expect([m1.partition, m1.offset]).toEqual([reports[0]!.partition, reports[0]!.offset]);
+  expect(m1.topic).toBe(topic);
+  expect(m1.timestamp).toBeGreaterThanOrEqual(before);
+  expect(m1.timestamp).toBeLessThanOrEqual(after);
+
+  const m2 = byKey.get("000102ff")!;
+  expect([...m2.value!]).toEqual([9, 8, 7]);
+  expect(m2.partition).toBe(2);
+  expect(m2.offset).toBe(reports[1]!.offset);
+  expect(m2.headers).toEqual({});
+
+  const m3 = byKey.get(Buffer.from("tombstone").toString("hex"))!;
+  expect(m3.value).toBeNull();
+  const m4 = byKey.get("(null)")!;
+  expect(m4.value).not.toBeNull();
+  expect(m4.value!.length).toBe(0);
+  expect([m4.partition, m4.offset]).toEqual([reports[3]!.partition, reports[3]!.offset]);
+}
+
 describe("producer and consumer", () => {
   test.each([
-    ["native fetch loop", "native"],
-    ["plain FFI", "ffi"],
-  ] as const)("round trip (%s): value, key, headers, timestamp, partition and offset", async (_name, path) => {
-    await using t = await topics([{ partitions: 3 }]);
-    const [topic] = t.names as [string];
-    const producer = new Producer(base);
-    const before = Date.now();
-    // Bigger than a native fetch chunk: read through FFI between natively read ones, in order.
-    const big = new Uint8Array(400_000).map((_, i) => i % 251);
-    const reports = await Promise.all([
-      producer.send({ topic, key: "k1", value: "v1", headers: { "content-type": "text/plain", empty: "", ünï: "çødé ✓" } }),
-      producer.send({ topic, key: new Uint8Array([0, 1, 2, 255]), value: new Uint8Array([9, 8, 7]), partition: 2 }),
-      producer.send({ topic, value: null, key: "tombstone" }),
-      producer.send({ topic, value: "", key: null }),
-      producer.send({ topic, key: "big", value: big, partition: 1, headers: { h: "1" } }),
-      ...Array.from({ length: 20 }, (_, i) => producer.send({ topic, key: `seq-${i}`, value: `${i}`, partition: 1 })),
-    ]);
-    const after = Date.now();
-    await producer.close();
-    expect(reports[1]!.partition).toBe(2);
-    for (const r of reports) expect(r.topic).toBe(topic);
+    ["native fetch loop, compiled by TinyCC", () => loadNative()],
+    ["plain FFI", () => false as const],
+  ])("round trip (%s): value, key, headers, timestamp, partition and offset", (_name, native) => roundTrip(native()));
 
-    const c = consumer({}, { native: path === "native" });
-    expect(c.fetchPath).toBe(path);
-    c.subscribe([topic]);
-    const got = await take(c, 25);
-    await c.close();
-
-    const one = got.filter((m) => m.partition === 1);
-    expect(one.map((m) => m.offset)).toEqual(one.map((_, i) => one[0]!.offset + i));
-    const m5 = one.find((m) => str(m.key) === "big")!;
-    expect(Buffer.from(m5.value!).equals(Buffer.from(big))).toBe(true);
-    expect(m5.headers).toEqual({ h: "1" });
-    expect(one.filter((m) => str(m.key)?.startsWith("seq-")).map((m) => str(m.value))).toEqual(Array.from({ length: 20 }, (_, i) => `${i}`));
-
-    const byKey = new Map(got.map((m) => [m.key === null ? "(null)" : Buffer.from(m.key).toString("hex"), m]));
-    const m1 = byKey.get(Buffer.from("k1").toString("hex"))!;
-    expect(str(m1.value)).toBe("v1");
-    expect(m1.headers).toEqual({ "content-type": "text/plain", empty: "", ünï: "çødé ✓" });
-    expect([m1.partition, m1.offset]).toEqual([reports[0]!.partition, reports[0]!.offset]);
-    expect(m1.topic).toBe(topic);
-    expect(m1.timestamp).toBeGreaterThanOrEqual(before);
-    expect(m1.timestamp).toBeLessThanOrEqual(after);
-
-    const m2 = byKey.get("000102ff")!;
-    expect([...m2.value!]).toEqual([9, 8, 7]);
-    expect(m2.partition).toBe(2);
-    expect(m2.offset).toBe(reports[1]!.offset);
-    expect(m2.headers).toEqual({});
-
-    const m3 = byKey.get(Buffer.from("tombstone").toString("hex"))!;
-    expect(m3.value).toBeNull();
-    const m4 = byKey.get("(null)")!;
-    expect(m4.value).not.toBeNull();
-    expect(m4.value!.length).toBe(0);
-    expect([m4.partition, m4.offset]).toEqual([reports[3]!.partition, reports[3]!.offset]);
-  });
+  test.skipIf(!HAVE_GCC)("round trip (native fetch loop from native.c compiled by gcc -O2, as in the image)", () =>
+    roundTrip(loadNative(nativeSharedObject())),
+  );
 
   test.each([
     ["native fetch loop", true],

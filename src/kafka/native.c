@@ -91,6 +91,16 @@ static void kitsune_rebalance_cb(void *rk, int err, void *partitions, void *opaq
 
 void *kitsune_rebalance_cb_addr(void) { return (void *)kitsune_rebalance_cb; }
 
+/*
+ * The SHA-256 (hex) of the native.c a shared object was compiled from, given by the ahead-of-time
+ * build (-DKITSUNE_SOURCE_SHA256="..."): native.ts refuses an object built from another version,
+ * whose layouts may differ. Empty under TinyCC, which compiles the very source native.ts holds.
+ */
+#ifndef KITSUNE_SOURCE_SHA256
+#define KITSUNE_SOURCE_SHA256 ""
+#endif
+const char *kitsune_source_sha256(void) { return KITSUNE_SOURCE_SHA256; }
+
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 
 /*

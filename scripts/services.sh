@@ -4,6 +4,7 @@
 #   scripts/services.sh up       start what is missing, reuse what already answers
 #   scripts/services.sh down     stop only what `up` started
 #   scripts/services.sh status   say what runs
+#   scripts/services.sh registry-up|registry-down|registry-url   the schema registry alone (see REGISTRY)
 #
 # For a private broker on other ports (bench/lib/broker.ts runs one for the chaos scenarios):
 #   scripts/services.sh kafka-home                      where the cached jars are (libs/)
@@ -367,6 +368,8 @@ status() {
 case "${1:-}" in
   up) pg_up; kafka_up; if [ "${REGISTRY:-0}" = 1 ]; then registry_up; fi ;;
   down) registry_down; kafka_down; pg_down ;;
+  registry-up) registry_up ;;
+  registry-down) registry_down ;;
   registry-url) registry_url ;;
   status) status ;;
   kafka-home) echo "$KAFKA_HOME" ;;
@@ -374,5 +377,5 @@ case "${1:-}" in
     [ $# -eq 4 ] || { echo "usage: $0 kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2; }
     KAFKA_PORT=$3 CONTROLLER_PORT=$4 kafka_config "$2"
     ;;
-  *) echo "usage: $0 up|down|status|registry-url|kafka-home|kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|registry-up|registry-down|registry-url|kafka-home|kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2 ;;
 esac

@@ -229,9 +229,9 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
       sql = createPool(config.postgresDsn);
     }
   }
-  let resultSchemaId: ValueSchema | undefined;
+  let resultValueSchema: ValueSchema | undefined;
   try {
-    if (config.schemaRegistry) resultSchemaId = await resultSchema(config.schemaRegistry, config.topics);
+    if (config.schemaRegistry) resultValueSchema = await resultSchema(config.schemaRegistry, config.topics);
     await ensureTopics(config, logger);
   } catch (err) {
     await sql.end({ timeout: 1 });
@@ -297,7 +297,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   const batchDeps: BatchDeps = {
     apply: (events, sent) => applyBatch(sql, commands, events, sent),
     topics: { results: config.topics.results, dlq: `${config.topics.events}.dlq` },
-    resultSchema: resultSchemaId,
+    resultSchema: resultValueSchema,
   };
 
   const openBreaker = (err: RetriableBatchError) => {

@@ -21,6 +21,8 @@
  * bun run bench api                                   # transactional, then idempotent
  * bun run bench api --mode fake --seconds 10          # the api layer alone
  * bun run bench api --mode transactional --repeat 3   # three rounds: shows the spread
+ * # with a schema registry (SCHEMA_REGISTRY_URL): without it, plain JSON and Confluent format, side by side
+ * bun run bench api --mode fake --schema off,json,confluent
  * ```
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -34,9 +36,13 @@ import { silentLogger } from "../src/logger.ts";
 import { createRegistry } from "../src/metrics.ts";
 import { start } from "../src/roles/api.ts";
 import { kafkaConfig, topicSpecs } from "../src/broker.ts";
+import type { WireFormat } from "../src/schema/wire.ts";
 
 export type Mode = "transactional" | "idempotent" | "fake";
 export const MODES: readonly Mode[] = ["transactional", "idempotent", "fake"];
+/** Without a schema registry, or with one and the ids in headers (json) or also in the values (confluent). */
+export type SchemaVariant = "off" | WireFormat;
+export const SCHEMA_VARIANTS: readonly SchemaVariant[] = ["off", "json", "confluent"];
 
 export interface LoadResult {
   target: string;
@@ -53,6 +59,9 @@ export interface LoadResult {
 
 export interface ModeResult {
   mode: Mode;
+  schema: SchemaVariant;
+  /** `mode`, or `mode+schema:<variant>`. */
+  label: string;
   floor: LoadResult;
   api: LoadResult;
   /** api req/s ÷ floor req/s. */
@@ -67,6 +76,8 @@ export interface BenchOptions {
   /** Rounds of every mode, to show the spread on a shared machine. */
   repeat?: number;
   driver?: "auto" | "wrk" | "fetch";
+  /** Each mode once per variant; anything but "off" needs SCHEMA_REGISTRY_URL. */
+  schemas?: SchemaVariant[];
   brokers?: string[];
   print?: (line: string) => void;
 }
@@ -90,6 +101,7 @@ export async function benchApi({
   warmupSeconds = 3,
   repeat = 1,
   driver = "auto",
+  schemas = ["off"],
   brokers = (process.env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(","),
   print = console.log,
 }: BenchOptions = {}): Promise<ModeResult[]> {
@@ -106,8 +118,9 @@ export async function benchApi({
   const results: ModeResult[] = [];
   try {
     for (let round = 1; round <= repeat; round++) {
-      for (const mode of modes) {
-        const api = await startApi(mode, brokers);
+      for (const mode of modes) for (const schema of schemas) {
+        const label = schema === "off" ? mode : `${mode}+schema:${schema}`;
+        const api = await startApi(mode, brokers, schema);
         try {
           const measured: Partial<Record<"floor" | "api", LoadResult>> = {};
           for (const [target, port] of [["floor", floor.port], ["api", api.port]] as const) {
@@ -115,9 +128,9 @@ export async function benchApi({
             if (warmupSeconds > 0) await load(target, url, warmupSeconds);
             measured[target] = await load(target, url, seconds);
           }
-          const r = { mode, floor: measured.floor!, api: measured.api!, ratio: measured.api!.rps / measured.floor!.rps };
+          const r = { mode, schema, label, floor: measured.floor!, api: measured.api!, ratio: measured.api!.rps / measured.floor!.rps };
           results.push(r);
-          print(`[${mode}${repeat > 1 ? ` round ${round}` : ""}]`);
+          print(`[${label}${repeat > 1 ? ` round ${round}` : ""}]`);
           print(formatLine("floor", r.floor));
           print(formatLine("api", r.api));
           print(`ratio=${r.ratio.toFixed(3)}`);
@@ -141,7 +154,7 @@ async function floorHandler(req: Request): Promise<Response> {
 }
 
 /** The api role as `main` runs it, on a port of its own, with topics of its own. */
-async function startApi(mode: Mode, brokers: string[]): Promise<{ port: number; stop(): Promise<void> }> {
+async function startApi(mode: Mode, brokers: string[], schema: SchemaVariant): Promise<{ port: number; stop(): Promise<void> }> {
   const run = `bench-api-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
   const config: Config = {
     role: "api",
@@ -154,6 +167,16 @@ async function startApi(mode: Mode, brokers: string[]): Promise<{ port: number; 
     auth: { tokens: [TOKEN], disabled: false },
     maxBodyBytes: 65536,
     logLevel: "silent",
+    ...(schema === "off"
+      ? {}
+      : {
+          schemaRegistry: {
+            url: process.env.SCHEMA_REGISTRY_URL!.replace(/\/+$/, ""),
+            subjectPrefix: `${run}.`,
+            compatibility: { commands: "FULL_TRANSITIVE", events: "BACKWARD" },
+            wireFormat: schema,
+          },
+        }),
   };
   const registry = createRegistry();
   const service = await start(config, {
@@ -195,10 +218,11 @@ function formatLine(target: string, r: LoadResult): string {
 }
 
 function printSummary(results: ModeResult[], print: (line: string) => void): void {
-  const modes = [...new Set(results.map((r) => r.mode))];
+  const labels = [...new Set(results.map((r) => r.label))];
   print("summary:");
-  for (const mode of modes) {
-    const rs = results.filter((r) => r.mode === mode);
+  for (const label of labels) {
+    const rs = results.filter((r) => r.label === label);
+    const mode = rs[0]!.mode;
     const span = (xs: number[], digits: number) => {
       const sorted = [...xs].sort((a, b) => a - b);
       const mid = sorted.length >> 1;
@@ -209,7 +233,7 @@ function printSummary(results: ModeResult[], print: (line: string) => void): voi
     const p99 = span(rs.map((r) => r.api.p99Ms), 2);
     const met = rs.every((r) => r.ratio >= GOAL.ratio && r.api.p99Ms <= GOAL.p99Ms && r.api.failed === 0 && r.api.errors === 0);
     print(
-      `  ${mode.padEnd(13)} api req/s=${span(rs.map((r) => r.api.rps), 0)} floor req/s=${span(rs.map((r) => r.floor.rps), 0)} ` +
+      `  ${label.padEnd(13)} api req/s=${span(rs.map((r) => r.api.rps), 0)} floor req/s=${span(rs.map((r) => r.floor.rps), 0)} ` +
         `ratio=${ratio} api p99=${p99}ms` + (mode === "transactional" ? `  goal (ratio ≥ ${GOAL.ratio}, p99 ≤ ${GOAL.p99Ms} ms): ${met ? "met" : "not met"}` : ""),
     );
   }
@@ -297,7 +321,8 @@ function flag(args: string[], name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 
-const USAGE = "usage: bun run bench api [--mode transactional,idempotent,fake] [--seconds 20] [--connections 50] [--warmup 3] [--repeat 1] [--driver auto|wrk|fetch]";
+const USAGE =
+  "usage: bun run bench api [--mode transactional,idempotent,fake] [--schema off,json,confluent] [--seconds 20] [--connections 50] [--warmup 3] [--repeat 1] [--driver auto|wrk|fetch]";
 
 /** `bun run bench api [options]`. Resolves to the exit code: the goal is reported, not enforced. */
 export async function main(args: string[]): Promise<number> {
@@ -311,8 +336,19 @@ export async function main(args: string[]): Promise<number> {
     console.error(`bench api: unknown mode ${unknown.join(", ")}\n${USAGE}`);
     return 2;
   }
+  const schemas = (flag(args, "--schema") ?? "off").split(",").map((m) => m.trim()) as SchemaVariant[];
+  const badSchema = schemas.filter((m) => !SCHEMA_VARIANTS.includes(m));
+  if (badSchema.length) {
+    console.error(`bench api: unknown --schema ${badSchema.join(", ")}\n${USAGE}`);
+    return 2;
+  }
+  if (schemas.some((m) => m !== "off") && !process.env.SCHEMA_REGISTRY_URL) {
+    console.error("bench api: --schema json|confluent needs SCHEMA_REGISTRY_URL (REGISTRY=1 scripts/services.sh up)");
+    return 2;
+  }
   await benchApi({
     modes,
+    schemas,
     seconds: Number(flag(args, "--seconds") ?? 20),
     connections: Number(flag(args, "--connections") ?? 50),
     warmupSeconds: Number(flag(args, "--warmup") ?? 3),

@@ -4,6 +4,7 @@
 #   scripts/services.sh up       start what is missing, reuse what already answers
 #   scripts/services.sh down     stop only what `up` started
 #   scripts/services.sh status   say what runs
+#   scripts/services.sh registry-up|registry-down|registry-url   the schema registry alone (see REGISTRY)
 #
 # For a private broker on other ports (bench/lib/broker.ts runs one for the chaos scenarios):
 #   scripts/services.sh kafka-home                      where the cached jars are (libs/; fetched if missing)
@@ -16,6 +17,11 @@
 #   KITSUNE_CACHE          ~/.cache/kitsune: jars in kafka-<version>/, the broker's data, log and
 #                          pid in run/kafka-<version>-<port>/, so brokers of two versions or on two
 #                          ports run side by side, and `down` stops only the one it is asked about
+#   REGISTRY=1             `up` also starts a schema registry: Apicurio Registry $REGISTRY_VERSION
+#                          (3.3.3), in memory, on 127.0.0.1:$REGISTRY_PORT (8085, management port
+#                          REGISTRY_MANAGEMENT_PORT 8086); its Confluent API is
+#                          http://127.0.0.1:8085/apis/ccompat/v7 (SCHEMA_REGISTRY_URL). It needs Java 21+:
+#                          REGISTRY_JAVA, else the newest under /usr/lib/jvm. `down` stops it whatever REGISTRY says.
 # The jars come from Maven Central (mvn), so only the first `up` of a version downloads them.
 set -euo pipefail
 
@@ -35,6 +41,11 @@ case $KAFKA_VERSION in
 esac
 PG_HOST=127.0.0.1
 PG_PORT=5432
+REGISTRY_VERSION=${REGISTRY_VERSION:-3.3.3}
+REGISTRY_HOME=$CACHE/apicurio-registry-$REGISTRY_VERSION
+REGISTRY_PORT=${REGISTRY_PORT:-8085}
+REGISTRY_MANAGEMENT_PORT=${REGISTRY_MANAGEMENT_PORT:-8086}
+REGISTRY_STATE=$STATE/registry-$REGISTRY_PORT
 
 log() { printf 'services: %s\n' "$*" >&2; }
 
@@ -242,6 +253,97 @@ pg_down() {
   fi
 }
 
+# --- Schema registry (Apicurio) --------------------------------------------------------------
+
+java_major() { "$1" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p'; }
+
+# A java of version 21 or newer: REGISTRY_JAVA, the newest JDK under /usr/lib/jvm, or the default one.
+registry_java() {
+  if [ -n "${REGISTRY_JAVA:-}" ]; then echo "$REGISTRY_JAVA"; return 0; fi
+  local candidate best="" best_major=0 major
+  for candidate in /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
+    [ -x "$candidate" ] || continue
+    major=$(java_major "$candidate")
+    if [ -n "$major" ] && [ "$major" -gt "$best_major" ]; then best=$candidate; best_major=$major; fi
+  done
+  [ "$best_major" -ge 21 ] || { log "Apicurio Registry needs Java 21+; none found (set REGISTRY_JAVA)"; exit 1; }
+  echo "$best"
+}
+
+fetch_registry() {
+  [ -f "$REGISTRY_HOME/.complete" ] && return 0
+  command -v mvn >/dev/null || { log "mvn is needed once to fetch Apicurio Registry from Maven Central"; exit 1; }
+  log "fetching Apicurio Registry $REGISTRY_VERSION from Maven Central into $REGISTRY_HOME (once, ~160 MB)"
+  local work
+  work=$(mktemp -d)
+  mvn -B -q dependency:copy -Dartifact="io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" \
+    -DoutputDirectory="$work" >"$work/mvn.log" 2>&1 || {
+    cat "$work/mvn.log" >&2
+    log "could not fetch Apicurio Registry"
+    exit 1
+  }
+  rm -rf "$REGISTRY_HOME"
+  mkdir -p "$REGISTRY_HOME"
+  tar xzf "$work"/apicurio-registry-app-*.tar.gz -C "$REGISTRY_HOME"
+  touch "$REGISTRY_HOME/.complete"
+  rm -rf "$work"
+}
+
+registry_url() { echo "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"; }
+
+# 200 to GET of the Confluent API's subject list (bash's /dev/tcp: no curl needed).
+registry_ready() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$REGISTRY_PORT" || exit 1
+    printf 'GET /apis/ccompat/v7/subjects HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    IFS= read -r -t 5 line <&3 && [[ $line == *" 200"* ]]
+  ) 2>/dev/null
+}
+
+registry_up() {
+  if port_open 127.0.0.1 "$REGISTRY_PORT"; then
+    log "something answers on 127.0.0.1:$REGISTRY_PORT already; reusing it as the schema registry"
+    return 0
+  fi
+  local java
+  java=$(registry_java)
+  fetch_registry
+  mkdir -p "$REGISTRY_STATE"
+  log "starting Apicurio Registry $REGISTRY_VERSION on $(registry_url) (log: $REGISTRY_STATE/registry.out)"
+  # In-memory storage (H2, the default), both ports on loopback, no access log, no telemetry.
+  (cd "$REGISTRY_HOME" && exec "$java" -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+    -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
+    -Dquarkus.http.access-log.enabled=false -Dquarkus.otel.sdk.disabled=true \
+    -jar quarkus-run.jar) >"$REGISTRY_STATE/registry.out" 2>&1 </dev/null &
+  echo $! >"$REGISTRY_STATE/registry.pid"
+  local deadline=$((SECONDS + 120))
+  until registry_ready; do
+    if ! kill -0 "$(cat "$REGISTRY_STATE/registry.pid")" 2>/dev/null; then
+      tail -n 30 "$REGISTRY_STATE/registry.out" >&2 || true
+      rm -f "$REGISTRY_STATE/registry.pid"
+      log "Apicurio Registry exited during start-up"
+      exit 1
+    fi
+    [ $SECONDS -lt $deadline ] || { log "Apicurio Registry did not answer within 120 s"; exit 1; }
+    sleep 0.5
+  done
+  log "schema registry is up: SCHEMA_REGISTRY_URL=$(registry_url)"
+}
+
+registry_down() {
+  [ -f "$REGISTRY_STATE/registry.pid" ] || return 0
+  local pid
+  pid=$(cat "$REGISTRY_STATE/registry.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping Apicurio Registry (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$REGISTRY_STATE/registry.pid"
+}
+
 status() {
   if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
     local who="not started by this script"
@@ -256,16 +358,24 @@ status() {
   else
     echo "postgresql  down $PG_HOST:$PG_PORT"
   fi
+  if port_open 127.0.0.1 "$REGISTRY_PORT"; then
+    echo "registry    up   $(registry_url)"
+  else
+    echo "registry    down 127.0.0.1:$REGISTRY_PORT"
+  fi
 }
 
 case "${1:-}" in
-  up) pg_up; kafka_up ;;
-  down) kafka_down; pg_down ;;
+  up) pg_up; kafka_up; if [ "${REGISTRY:-0}" = 1 ]; then registry_up; fi ;;
+  down) registry_down; kafka_down; pg_down ;;
+  registry-up) registry_up ;;
+  registry-down) registry_down ;;
+  registry-url) registry_url ;;
   status) status ;;
   kafka-home) fetch_kafka; echo "$KAFKA_HOME" ;;
   kafka-config)
     [ $# -eq 4 ] || { echo "usage: $0 kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2; }
     KAFKA_PORT=$3 CONTROLLER_PORT=$4 kafka_config "$2"
     ;;
-  *) echo "usage: $0 up|down|status|kafka-home|kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|registry-up|registry-down|registry-url|kafka-home|kafka-config DIR PORT CONTROLLER_PORT" >&2; exit 2 ;;
 esac

@@ -83,3 +83,45 @@ describe("the executable", () => {
     expect(stderr).toContain('KAFKA_BROKERS="": expected a comma-separated list of host:port');
   });
 });
+
+describe("schema registry settings", () => {
+  const base = { ROLE: "db-worker" };
+  test("off when SCHEMA_REGISTRY_URL is unset or empty", () => {
+    expect(loadConfig(base).schemaRegistry).toBeUndefined();
+    expect(loadConfig({ ...base, SCHEMA_REGISTRY_URL: " " }).schemaRegistry).toBeUndefined();
+  });
+
+  test("defaults: prefix kitsune., FULL_TRANSITIVE commands, BACKWARD events, plain JSON", () => {
+    expect(loadConfig({ ...base, SCHEMA_REGISTRY_URL: "http://r:8081/" }).schemaRegistry).toEqual({
+      url: "http://r:8081",
+      username: undefined,
+      password: undefined,
+      token: undefined,
+      subjectPrefix: "kitsune.",
+      compatibility: { commands: "FULL_TRANSITIVE", events: "BACKWARD" },
+      wireFormat: "json",
+    });
+  });
+
+  test("user:password in the URL becomes basic auth, and is masked in errors", () => {
+    const c = loadConfig({ ...base, SCHEMA_REGISTRY_URL: "https://me:p%40ss@r.example/apis/ccompat/v7" }).schemaRegistry!;
+    expect(c).toMatchObject({ url: "https://r.example/apis/ccompat/v7", username: "me", password: "p@ss" });
+    const list = problems({ ...base, SCHEMA_REGISTRY_URL: "ftp://me:secret@r" });
+    expect(list).toEqual(['SCHEMA_REGISTRY_URL="ftp://me:***@r": expected an http(s) URL such as http://localhost:8081']);
+  });
+
+  test("levels and wire format are checked, in any case", () => {
+    const c = loadConfig({ ...base, SCHEMA_REGISTRY_URL: "http://r", SCHEMA_COMPATIBILITY_COMMANDS: "backward", SCHEMA_WIRE_FORMAT: "Confluent" });
+    expect(c.schemaRegistry).toMatchObject({ compatibility: { commands: "BACKWARD" }, wireFormat: "confluent" });
+    const list = problems({ ...base, SCHEMA_REGISTRY_URL: "http://r", SCHEMA_COMPATIBILITY_EVENTS: "LOOSE", SCHEMA_WIRE_FORMAT: "avro" });
+    expect(list.map((p) => p.split("=")[0])).toEqual(["SCHEMA_COMPATIBILITY_EVENTS", "SCHEMA_WIRE_FORMAT"]);
+  });
+
+  test("contradictions are refused, secrets not shown", () => {
+    expect(problems({ ...base, SCHEMA_WIRE_FORMAT: "confluent" })[0]).toContain("needs schema ids, so SCHEMA_REGISTRY_URL too");
+    expect(problems({ ...base, SCHEMA_REGISTRY_URL: "http://r", SCHEMA_REGISTRY_PASSWORD: "x" })[0]).toContain("without SCHEMA_REGISTRY_USERNAME");
+    expect(problems({ ...base, SCHEMA_REGISTRY_URL: "http://u:p@r", SCHEMA_REGISTRY_USERNAME: "v" })[0]).toContain("in one place");
+    expect(problems({ ...base, SCHEMA_REGISTRY_URL: "http://r", SCHEMA_REGISTRY_USERNAME: "u", SCHEMA_REGISTRY_TOKEN: "t" })[0]).toContain("choose one");
+    expect(loadConfig({ ...base, SCHEMA_REGISTRY_URL: "http://r", SCHEMA_REGISTRY_TOKEN: "t" }).schemaRegistry?.token).toBe("t");
+  });
+});

@@ -4,12 +4,33 @@
  * A bad or missing value stops the process with a list of every problem (see `ConfigError`).
  */
 import * as v from "valibot";
+import { WIRE_FORMATS, type WireFormat } from "./schema/wire.ts";
 
 export const ROLES = ["api", "log-worker", "db-worker", "all"] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Variables whose values are never echoed in error messages. */
-const SECRETS = new Set(["API_TOKENS", "LOKI_PASSWORD", "POSTGRES_DSN", "RDKAFKA_SASL_PASSWORD"]);
+const SECRETS = new Set(["API_TOKENS", "LOKI_PASSWORD", "POSTGRES_DSN", "RDKAFKA_SASL_PASSWORD", "SCHEMA_REGISTRY_PASSWORD", "SCHEMA_REGISTRY_TOKEN"]);
+/** Variables that may carry `user:password@` (shown with the password masked). */
+const URLS_WITH_CREDENTIALS = new Set(["SCHEMA_REGISTRY_URL"]);
+
+/** Compatibility levels of the Confluent schema registry API. */
+export const COMPATIBILITY_LEVELS = [
+  "BACKWARD",
+  "BACKWARD_TRANSITIVE",
+  "FORWARD",
+  "FORWARD_TRANSITIVE",
+  "FULL",
+  "FULL_TRANSITIVE",
+  "NONE",
+] as const;
+export type Compatibility = (typeof COMPATIBILITY_LEVELS)[number];
+
+const compatibility = (fallback: Compatibility) =>
+  v.optional(
+    v.pipe(v.string(), v.trim(), v.toUpperCase(), v.picklist(COMPATIBILITY_LEVELS, `expected one of ${COMPATIBILITY_LEVELS.join(", ")}`)),
+    fallback,
+  );
 
 const bool = (fallback: boolean) =>
   v.optional(
@@ -95,6 +116,28 @@ export const EnvSchema = v.object({
   AUTH_DISABLED: bool(false),
   MAX_BODY_BYTES: int(65536, 1, 64 * 1024 * 1024),
   KAFKA_TRANSACTIONS: bool(true),
+  // Unset or empty: no schema registry.
+  SCHEMA_REGISTRY_URL: v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.check((s) => s === "" || URL.canParse(s) && /^https?:$/.test(new URL(s).protocol), "expected an http(s) URL such as http://localhost:8081"),
+    ),
+    "",
+  ),
+  SCHEMA_REGISTRY_USERNAME: optionalString,
+  SCHEMA_REGISTRY_PASSWORD: optionalString,
+  SCHEMA_REGISTRY_TOKEN: optionalString,
+  SCHEMA_SUBJECT_PREFIX: v.optional(
+    v.pipe(v.string(), v.trim(), v.regex(/^[a-zA-Z0-9._-]{0,200}$/, "expected letters, digits, . _ - (e.g. kitsune.)")),
+    "kitsune.",
+  ),
+  SCHEMA_COMPATIBILITY_COMMANDS: compatibility("FULL_TRANSITIVE"),
+  SCHEMA_COMPATIBILITY_EVENTS: compatibility("BACKWARD"),
+  SCHEMA_WIRE_FORMAT: v.optional(
+    v.pipe(v.string(), v.trim(), v.toLowerCase(), v.picklist(WIRE_FORMATS, `expected one of ${WIRE_FORMATS.join(", ")}`)),
+    "json",
+  ),
   LOG_LEVEL: v.optional(
     v.pipe(
       v.string(),
@@ -125,6 +168,20 @@ export interface Config {
   auth: { tokens: string[]; disabled: boolean };
   maxBodyBytes: number;
   logLevel: Env["LOG_LEVEL"];
+  /** Unset when `SCHEMA_REGISTRY_URL` is. */
+  schemaRegistry?: SchemaRegistryConfig;
+}
+
+export interface SchemaRegistryConfig {
+  /** Base of the Confluent-compatible API, without credentials or trailing slash. */
+  url: string;
+  username?: string;
+  password?: string;
+  token?: string;
+  /** Command subjects are `<subjectPrefix><command>.v<version>`. */
+  subjectPrefix: string;
+  compatibility: { commands: Compatibility; events: Compatibility };
+  wireFormat: WireFormat;
 }
 
 export class ConfigError extends Error {
@@ -152,7 +209,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const problems = result.issues.map((issue) => {
       const name = issue.path?.map((p) => String(p.key)).join(".") ?? "?";
       const raw = env[name];
-      const shown = raw === undefined ? "unset" : SECRETS.has(name) ? "(secret, not shown)" : JSON.stringify(raw);
+      const shown =
+        raw === undefined
+          ? "unset"
+          : SECRETS.has(name)
+            ? "(secret, not shown)"
+            : JSON.stringify(URLS_WITH_CREDENTIALS.has(name) ? raw.replace(/\/\/([^/@:]*):[^/@]*@/, "//$1:***@") : raw);
       return `${name}=${shown}: ${issue.message}`;
     });
     throw new ConfigError(problems);
@@ -163,6 +225,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       "API_TOKENS=unset: the api needs at least one bearer token (or AUTH_DISABLED=true to run without auth)",
     ]);
   }
+  const schemaRegistry = schemaRegistryConfig(e);
   return {
     role: e.ROLE,
     httpPort: e.HTTP_PORT,
@@ -179,5 +242,41 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     auth: { tokens: e.API_TOKENS, disabled: e.AUTH_DISABLED },
     maxBodyBytes: e.MAX_BODY_BYTES,
     logLevel: e.LOG_LEVEL,
+    schemaRegistry,
+  };
+}
+
+/** The registry settings; `user:password@` in the URL is taken out of it into basic auth. */
+function schemaRegistryConfig(e: Env): SchemaRegistryConfig | undefined {
+  if (e.SCHEMA_REGISTRY_URL === "") {
+    if (e.SCHEMA_WIRE_FORMAT === "confluent") {
+      throw new ConfigError(["SCHEMA_WIRE_FORMAT=\"confluent\": the Confluent wire format needs schema ids, so SCHEMA_REGISTRY_URL too"]);
+    }
+    return undefined;
+  }
+  const url = new URL(e.SCHEMA_REGISTRY_URL);
+  let username = e.SCHEMA_REGISTRY_USERNAME;
+  let password = e.SCHEMA_REGISTRY_PASSWORD;
+  const problems: string[] = [];
+  if (url.username || url.password) {
+    if (username !== undefined) problems.push("SCHEMA_REGISTRY_USERNAME: the URL carries a user already; give it in one place");
+    username = decodeURIComponent(url.username);
+    password = decodeURIComponent(url.password);
+    url.username = "";
+    url.password = "";
+  }
+  if (password !== undefined && username === undefined) problems.push("SCHEMA_REGISTRY_PASSWORD: set without SCHEMA_REGISTRY_USERNAME");
+  if (e.SCHEMA_REGISTRY_TOKEN !== undefined && username !== undefined) {
+    problems.push("SCHEMA_REGISTRY_TOKEN: set together with basic auth (a user name); choose one");
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    url: url.href.replace(/\/+$/, ""),
+    username,
+    password,
+    token: e.SCHEMA_REGISTRY_TOKEN,
+    subjectPrefix: e.SCHEMA_SUBJECT_PREFIX,
+    compatibility: { commands: e.SCHEMA_COMPATIBILITY_COMMANDS, events: e.SCHEMA_COMPATIBILITY_EVENTS },
+    wireFormat: e.SCHEMA_WIRE_FORMAT,
   };
 }

@@ -128,6 +128,7 @@ usage:
   kitsune topics create|describe                create or show the Kafka topics
   kitsune commands                              list the command registry with its parameters
   kitsune dlq list|replay                       show dead letters, or re-drive them
+  kitsune schemas push|check|print              publish (or only check) the schemas in SCHEMA_REGISTRY_URL
   kitsune version                               print the version (and librdkafka's, and where it is from)
   kitsune <command> --help                      help for one command
 
@@ -155,6 +156,8 @@ async function cli(argv: string[]): Promise<void> {
       return tool(async () => (await import("./cli/topics.ts")).topicsCommand);
     case "dlq":
       return tool(async () => (await import("./cli/dlq.ts")).dlqCommand);
+    case "schemas":
+      return tool(async () => (await import("./cli/schemas.ts")).schemasCommand);
     case "version":
     case "--version": {
       let librdkafka: string;

@@ -24,6 +24,7 @@ import { statusHandler, type CommandStatuses } from "./commands.ts";
 import { executeHandler } from "./execute.ts";
 import { createApiMetrics, type CounterCell, type HistogramCell } from "./metrics.ts";
 import { buildOpenApi, DOCS_HTML } from "./openapi.ts";
+import type { EventSchemas } from "./events.ts";
 import { ApiError, problemResponse } from "./problems.ts";
 import type { ResultWaiters } from "./results.ts";
 
@@ -36,6 +37,8 @@ export interface ApiAppOptions {
   logger: Logger;
   /** Where `POST /execute?wait=` waits for results; without it such requests answer 202 at once. */
   results?: ResultWaiters;
+  /** Schema ids for the events (`SCHEMA_REGISTRY_URL`); without them events carry none. */
+  schemas?: EventSchemas;
   /** Command status for `GET /commands/:id`; without it that route answers 503. */
   statuses?: CommandStatuses;
   now?: () => Date;
@@ -66,6 +69,7 @@ export function createApiApp({
   metrics: metricsRegistry,
   logger,
   results,
+  schemas,
   statuses,
   now = () => new Date(),
   newId = () => Bun.randomUUIDv7(),
@@ -139,6 +143,7 @@ export function createApiApp({
     commands: registry,
     sink,
     topics: { events: config.topics.events, logs: config.topics.logs },
+    schemas,
     maxBodyBytes: config.maxBodyBytes,
     maxDepth,
     produceTimeoutMs,

@@ -5,6 +5,7 @@
  */
 import type { Accepted, CommandDef, CommandEvent, ExecuteRequest, LogEvent } from "../contracts.ts";
 import type { DeliveryReport, OutgoingMessage } from "../kafka/types.ts";
+import { encodeValue, SCHEMA_ID_HEADER, type ValueSchema } from "../schema/wire.ts";
 
 /** `metadata.source` when the client names none. */
 export const DEFAULT_SOURCE = "unknown";
@@ -79,11 +80,22 @@ export interface Topics {
   logs: string;
 }
 
+/** The schema ids of the api's events, resolved once at start-up (`SCHEMA_REGISTRY_URL`). */
+export interface EventSchemas {
+  events: ValueSchema;
+  logs: ValueSchema;
+  /** The id of each command version's payload schema, as header text. */
+  payloads: Map<CommandDef, string>;
+}
+
+export const PAYLOAD_SCHEMA_ID_HEADER = "kitsune-payload-schema-id";
+
 /** `[db-events message, app-logs message]`, in that order. */
-export function buildMessages(input: ExecuteInput, topics: Topics): OutgoingMessage[] {
+export function buildMessages(input: ExecuteInput, topics: Topics, schemas?: EventSchemas): OutgoingMessage[] {
   const { command, log } = buildEvents(input);
   const headers: Record<string, string> = { "content-type": "application/json", "kitsune-id": input.id };
   if (input.traceparent) headers.traceparent = input.traceparent;
+  if (schemas) return labelledMessages(input, topics, schemas, command, log, headers);
   return [
     {
       topic: topics.events,
@@ -94,6 +106,34 @@ export function buildMessages(input: ExecuteInput, topics: Topics): OutgoingMess
     // NOTE: app-logs is unkeyed on purpose (DESIGN.md, Topics): log order across commands does not matter.
     // NOTE: both messages share one headers object; sinks only read it.
     { topic: topics.logs, key: null, value: JSON.stringify(log), headers },
+  ];
+}
+
+/** As `buildMessages`, each value with its schema id (header, and the Confluent prefix when configured). */
+function labelledMessages(
+  input: ExecuteInput,
+  topics: Topics,
+  schemas: EventSchemas,
+  command: CommandEvent,
+  log: LogEvent,
+  headers: Record<string, string>,
+): OutgoingMessage[] {
+  const commandHeaders: Record<string, string> = { ...headers, [SCHEMA_ID_HEADER]: schemas.events.header };
+  const payloadId = schemas.payloads.get(input.def);
+  if (payloadId !== undefined) commandHeaders[PAYLOAD_SCHEMA_ID_HEADER] = payloadId;
+  return [
+    {
+      topic: topics.events,
+      key: partitionKey(input.def, input.payload, input.idempotencyKey),
+      value: encodeValue(JSON.stringify(command), schemas.events),
+      headers: commandHeaders,
+    },
+    {
+      topic: topics.logs,
+      key: null,
+      value: encodeValue(JSON.stringify(log), schemas.logs),
+      headers: { ...headers, [SCHEMA_ID_HEADER]: schemas.logs.header },
+    },
   ];
 }
 

@@ -15,7 +15,7 @@ import type { DeliveryReport, MessageSink, OutgoingMessage } from "../kafka/type
 import type { Logger } from "../logger.ts";
 import { readJson } from "./body.ts";
 import type { ProduceBreaker } from "./breaker.ts";
-import { acceptedBody, buildMessages, validTraceparent, type Topics } from "./events.ts";
+import { acceptedBody, buildMessages, validTraceparent, type EventSchemas, type Topics } from "./events.ts";
 import type { ApiMetrics, CounterCell, HistogramCell } from "./metrics.ts";
 import { commandPayloadSchema } from "./payload.ts";
 import { ApiError, issuesToErrors } from "./problems.ts";
@@ -26,6 +26,8 @@ export interface ExecuteDeps {
   commands: CommandLookup;
   sink: MessageSink;
   topics: Topics;
+  /** Schema ids for the events' headers (and wire format); none without a schema registry. */
+  schemas?: EventSchemas;
   maxBodyBytes: number;
   maxDepth: number;
   /** How long to wait for the broker's acknowledgement before answering 503. */
@@ -93,6 +95,7 @@ export function executeHandler(deps: ExecuteDeps): ExecuteHandler {
     const messages = buildMessages(
       { id, request, def, payload: payload.output, idempotencyKey, now: deps.now(), traceparent },
       deps.topics,
+      deps.schemas,
     );
 
     // Registered before producing: the db-worker may answer before the broker's ack reaches us.

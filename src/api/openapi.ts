@@ -17,7 +17,7 @@ import {
   type CommandDef,
   type CommandLookup,
 } from "../contracts.ts";
-import { commandPayloadSchema } from "./payload.ts";
+import { payloadJsonSchema } from "../schema/subjects.ts";
 import { PROBLEMS, problemType, type ProblemCode } from "./problems.ts";
 import { MAX_WAIT_MS } from "./results.ts";
 
@@ -65,8 +65,9 @@ function commandRequestSchema(def: CommandDef, newest: boolean): Json {
     enum: [def.version, Number(def.version)],
     description: newest ? "Optional: this is the newest version." : "Required: not the newest version.",
   };
+  // NOTE: the very schema published to the schema registry as the command version's subject.
   props.payload = {
-    ...jsonSchema(commandPayloadSchema(def)),
+    ...payloadJsonSchema(def),
     description: def.key ? `Partitioned by payload.${def.key}.` : "Partitioned by the idempotency key.",
   };
   const required = envelope.required as string[];

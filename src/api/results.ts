@@ -19,6 +19,7 @@ import { CommandResultSchema, type CommandResult } from "../contracts.ts";
 import type { Consumer } from "../kafka/consumer.ts";
 import type { Message } from "../kafka/types.ts";
 import type { Logger } from "../logger.ts";
+import { unwrap } from "../schema/wire.ts";
 
 /** The longest `?wait=` a request may ask for. */
 export const MAX_WAIT_MS = 30_000;
@@ -104,7 +105,7 @@ export class ResultWaiters {
     if (!m.value) return undefined;
     let parsed: v.SafeParseResult<typeof CommandResultSchema>;
     try {
-      parsed = v.safeParse(CommandResultSchema, JSON.parse(decoder.decode(m.value)));
+      parsed = v.safeParse(CommandResultSchema, JSON.parse(decoder.decode(unwrap(m.value))));
     } catch {
       this.logger?.warn({ topic: m.topic, partition: m.partition, offset: m.offset }, "db-results message is not JSON; skipped");
       return undefined;

@@ -12,6 +12,7 @@ import { Consumer, nextOffsets } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";
 import type { Message } from "../kafka/types.ts";
 import { parseFlags, toolConfig } from "./tool-config.ts";
+import { unwrap } from "../schema/wire.ts";
 
 export const DLQ_HELP = `usage:
   kitsune dlq list   [--topic T] [--limit N]   show dead letters (default topic: <TOPIC_EVENTS>.dlq)
@@ -44,7 +45,7 @@ export async function dlqCommand(args: string[]): Promise<number> {
             `  sqlstate=${h[DLQ_HEADERS.sqlstate] ?? "-"}  attempts=${h[DLQ_HEADERS.attempts] ?? "-"}  last=${h[DLQ_HEADERS.lastFailure] ?? "-"}`,
         );
         console.log(`  error: ${h[DLQ_HEADERS.error] ?? "(none)"}`);
-        console.log(`  value: ${m.value ? decoder.decode(m.value).slice(0, 300) : "(null)"}`);
+        console.log(`  value: ${m.value ? decoder.decode(unwrap(m.value)).slice(0, 300) : "(null)"}`);
       }
       return true;
     });
@@ -87,7 +88,7 @@ export async function dlqCommand(args: string[]): Promise<number> {
 
 function idempotencyKey(m: Message): string | undefined {
   try {
-    const key = JSON.parse(decoder.decode(m.value ?? new Uint8Array()))?.metadata?.idempotency_key;
+    const key = JSON.parse(decoder.decode(unwrap(m.value ?? new Uint8Array())))?.metadata?.idempotency_key;
     return typeof key === "string" ? key : undefined;
   } catch {
     return undefined;

@@ -5,6 +5,7 @@
  */
 import type { CommandResult } from "../contracts.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
+import { encodeValue, SCHEMA_ID_HEADER, type ValueSchema } from "../schema/wire.ts";
 
 /** Header names on dead letters; `kitsune dlq list` and `replay` read them back. */
 export const DLQ_HEADERS = {
@@ -41,11 +42,9 @@ export function deadLetter(message: Message, dlqTopic: string, failure: Failure)
   return { topic: dlqTopic, key: message.key, value: message.value, headers };
 }
 
-export function resultMessage(result: CommandResult, key: Uint8Array | null, topic: string): OutgoingMessage {
-  return {
-    topic,
-    key,
-    value: JSON.stringify(result),
-    headers: { "content-type": "application/json", "kitsune-id": result.id },
-  };
+/** A `db-results` message; with `schema` (a schema registry) labelled with its schema id. */
+export function resultMessage(result: CommandResult, key: Uint8Array | null, topic: string, schema?: ValueSchema): OutgoingMessage {
+  const headers: Record<string, string> = { "content-type": "application/json", "kitsune-id": result.id };
+  if (schema) headers[SCHEMA_ID_HEADER] = schema.header;
+  return { topic, key, value: encodeValue(JSON.stringify(result), schema), headers };
 }

@@ -25,6 +25,7 @@ import type { Logger } from "../logger.ts";
 import { toLokiEntry, type LokiEntry } from "./loki-format.ts";
 import type { LokiSink, PushResult } from "./loki-sink.ts";
 import type { LogMetrics } from "./metrics.ts";
+import { unwrap } from "../schema/wire.ts";
 
 /** Batch limits of the log-worker: for the consumer's batch iterator, and per push to Loki. */
 export const LOG_BATCH = {
@@ -121,7 +122,7 @@ export function decodeLogMessage(message: Message): { ok: true; entry: LokiEntry
   if (message.value === null) return { ok: false, error: "empty value (tombstone), expected a LogEvent" };
   let json: unknown;
   try {
-    json = JSON.parse(utf8.decode(message.value));
+    json = JSON.parse(utf8.decode(unwrap(message.value)));
   } catch (err) {
     return { ok: false, error: `value is not JSON: ${(err as Error).message}` };
   }

@@ -20,7 +20,9 @@ import type { Deps } from "../main.ts";
 import type { Readiness, Service } from "../service.ts";
 import { brokerCheck, ensureTopics, kafkaConfig } from "../broker.ts";
 import { loadRegistry } from "../db/registry.ts";
+import type { EventSchemas } from "../api/events.ts";
 import { Consumer } from "../kafka/consumer.ts";
+import { apiEventSchemas } from "../schema/publish.ts";
 import { Producer } from "../kafka/producer.ts";
 import { TransactionalProducer } from "../kafka/txn-producer.ts";
 import type { ProduceBreaker } from "../api/breaker.ts";
@@ -49,6 +51,16 @@ export async function start(config: Config, deps: ApiDeps): Promise<Service> {
   if (config.auth.disabled) logger.warn("AUTH_DISABLED=true: the api accepts requests without a bearer token");
 
   const commands = deps.commands ?? (await loadRegistry(config.sqlDir));
+  // Before Kafka: an edit the schema registry refuses stops start-up at once.
+  let schemas: EventSchemas | undefined;
+  if (config.schemaRegistry) {
+    const { published, ...ids } = await apiEventSchemas(config.schemaRegistry, commands.list(), config.topics);
+    schemas = ids;
+    logger.info(
+      { registry: config.schemaRegistry.url, subjects: published.ids.size, new_versions: published.changed, wire_format: config.schemaRegistry.wireFormat },
+      "schemas published",
+    );
+  }
   let producer: Producer | TransactionalProducer | undefined;
   let resultConsumer: Consumer | undefined;
   let feeding: Promise<void> | undefined;
@@ -122,6 +134,7 @@ export async function start(config: Config, deps: ApiDeps): Promise<Service> {
     metrics: deps.registry,
     logger,
     results,
+    schemas,
     statuses: pgCommandStatuses(sql),
     produceTimeoutMs: deps.produceTimeoutMs,
     breaker: deps.breaker,

@@ -30,6 +30,8 @@ import { KafkaError } from "../kafka/errors.ts";
 import type { Message, OutgoingMessage, TopicPartition, TopicPartitionOffset } from "../kafka/types.ts";
 import type { Deps } from "../main.ts";
 import type { Service } from "../service.ts";
+import { resultSchema } from "../schema/publish.ts";
+import { unwrap, type ValueSchema } from "../schema/wire.ts";
 
 export const DB_BATCH = { maxMessages: 2000, maxWaitMs: 20 } as const;
 const REVOKE_WAIT_MS = 5000;
@@ -64,6 +66,8 @@ export interface BatchDeps {
   /** `sent`: called once PostgreSQL has the batch's statements (maybe never, e.g. on a failure). */
   apply(events: CommandEvent[], sent?: () => void): Promise<Outcome[]>;
   topics: { results: string; dlq: string };
+  /** The db-results schema id (`SCHEMA_REGISTRY_URL`); results carry none without it. */
+  resultSchema?: ValueSchema;
   now?: () => Date;
 }
 
@@ -107,7 +111,7 @@ export async function applyDecoded(decoded: DecodedBatch, deps: BatchDeps, sent?
   const outcomes = events.length ? await deps.apply(events, sent) : [];
   outcomes.forEach((o, i) => {
     const source = sources[i]!;
-    publish.push(resultMessage(o.result, source.key, deps.topics.results));
+    publish.push(resultMessage(o.result, source.key, deps.topics.results, deps.resultSchema));
     // NOTE: a duplicate of a failed command is dead-lettered again: the first delivery may have
     // crashed after committing its `failed` row but before its dead letter reached the broker.
     const failed = o.result.status === "failed" || (o.result.status === "duplicate" && o.original?.status === "failed");
@@ -150,7 +154,7 @@ function parseEvent(m: Message): { ok: true; event: CommandEvent } | { ok: false
   if (!m.value) return { ok: false, error: "empty message value" };
   let text: string;
   try {
-    text = decoder.decode(m.value);
+    text = decoder.decode(unwrap(m.value));
   } catch {
     return { ok: false, error: "not UTF-8 text" };
   }
@@ -240,7 +244,9 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
       sql = createPool(config.postgresDsn);
     }
   }
+  let resultValueSchema: ValueSchema | undefined;
   try {
+    if (config.schemaRegistry) resultValueSchema = await resultSchema(config.schemaRegistry, config.topics);
     await ensureTopics(config, logger);
   } catch (err) {
     await sql.end({ timeout: 1 });
@@ -307,6 +313,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   const batchDeps: BatchDeps = {
     apply: (events, sent) => applyBatch(sql, commands, events, sent),
     topics: { results: config.topics.results, dlq: `${config.topics.events}.dlq` },
+    resultSchema: resultValueSchema,
   };
 
   const openBreaker = (err: RetriableBatchError) => {

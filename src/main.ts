@@ -8,15 +8,9 @@ import { ConfigError, loadConfig, type Config, type Role } from "./config.ts";
 import { buildApp } from "./http.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createRegistry } from "./metrics.ts";
-import type { Service } from "./service.ts";
+import type { Deps, Service } from "./service.ts";
 import { isConnectionError } from "./db/errors.ts";
-import type { Registry } from "prom-client";
 import pkg from "../package.json" with { type: "json" };
-
-export interface Deps {
-  logger: Logger;
-  registry: Registry;
-}
 
 type Starter = (config: Config, deps: Deps) => Promise<Service>;
 

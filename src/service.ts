@@ -4,6 +4,14 @@
  * with an HTTP API of their own) a Hono app that `main` mounts beside /healthz, /readyz, /metrics.
  */
 import type { Hono } from "hono";
+import type { Registry } from "prom-client";
+import type { Logger } from "./logger.ts";
+
+/** What `main` hands every role: its logger and the one metrics registry. */
+export interface Deps {
+  logger: Logger;
+  registry: Registry;
+}
 
 export interface Readiness {
   ok: boolean;

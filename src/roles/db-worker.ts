@@ -28,8 +28,7 @@ import { Consumer, nextOffsets } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";
 import { KafkaError } from "../kafka/errors.ts";
 import type { Message, OutgoingMessage, TopicPartition, TopicPartitionOffset } from "../kafka/types.ts";
-import type { Deps } from "../main.ts";
-import type { Service } from "../service.ts";
+import type { Deps, Service } from "../service.ts";
 import { resultSchema } from "../schema/publish.ts";
 import { unwrap, type ValueSchema } from "../schema/wire.ts";
 

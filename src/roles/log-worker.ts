@@ -17,8 +17,7 @@ import type { Message, TopicPartition, TopicPartitionOffset } from "../kafka/typ
 import { createLokiSink } from "../log/loki-sink.ts";
 import { createLogMetrics } from "../log/metrics.ts";
 import { LOG_BATCH, shipBatch, type RetryInfo } from "../log/ship.ts";
-import type { Deps } from "../main.ts";
-import type { Service } from "../service.ts";
+import type { Deps, Service } from "../service.ts";
 
 /** How long a rebalance or shutdown waits for the batch in flight before abandoning it. */
 const REVOKE_WAIT_MS = 5000;

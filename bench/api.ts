@@ -28,7 +28,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { FakeSink } from "../src/api/fakes.ts";
+import { FakeSink } from "../test/fakes.ts";
 import type { Config } from "../src/config.ts";
 import { buildApp } from "../src/http.ts";
 import { Admin } from "../src/kafka/admin.ts";

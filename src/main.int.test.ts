@@ -11,7 +11,7 @@ import type { Subprocess } from "bun";
 import { APPEND_COMMAND, appendRegistry } from "../test/append-command.ts";
 import { startFakeLoki, type FakeLoki } from "../test/fake-loki.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "../test/pg.ts";
-import { ORIGINAL_EXAMPLE } from "./api/fakes.ts";
+import { ORIGINAL_EXAMPLE } from "../test/fakes.ts";
 import { collect, json } from "../test/db-worker-harness.ts";
 import type { CommandResult } from "./contracts.ts";
 import { Admin } from "./kafka/admin.ts";

@@ -6,7 +6,7 @@
  * The broker-outage test runs against librdkafka's mock cluster instead, which can be taken down
  * and brought back; librdkafka's mock supports transactions, so both modes are tested there.
  */
-import { ORIGINAL_EXAMPLE } from "./fakes.ts";
+import { ORIGINAL_EXAMPLE } from "../../test/fakes.ts";
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as v from "valibot";
 import { migrate } from "../db/migrations.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { TEST_TOKEN, testApp } from "./fakes.ts";
+import { TEST_TOKEN, testApp } from "../../test/fakes.ts";
 
 const BODY = JSON.stringify({ command: "create_user", version: "1", payload: { name: "Sahil", email: "sahil@example.com" } });
 

@@ -3,7 +3,7 @@ import * as v from "valibot";
 import { CommandStatusSchema, ProblemSchema, type CommandStatus } from "../contracts.ts";
 import { ProduceBreaker } from "./breaker.ts";
 import type { CommandStatuses } from "./commands.ts";
-import { TEST_TOKEN, testApp } from "./fakes.ts";
+import { TEST_TOKEN, testApp } from "../../test/fakes.ts";
 
 const ID = "0190c0de-0000-7000-8000-000000000001";
 const get = (path: string, token: string | null = TEST_TOKEN) =>

@@ -3,7 +3,7 @@ import pino from "pino";
 import * as v from "valibot";
 import { waitFor } from "../../test/wait.ts";
 import { AcceptedSchema, CommandEventSchema, LogEventSchema, ProblemSchema } from "../contracts.ts";
-import { FakeSink, TEST_TOKEN, testApp, ORIGINAL_EXAMPLE } from "./fakes.ts";
+import { FakeSink, TEST_TOKEN, testApp, ORIGINAL_EXAMPLE } from "../../test/fakes.ts";
 import { ProduceBreaker } from "./breaker.ts";
 import { ResultWaiters } from "./results.ts";
 

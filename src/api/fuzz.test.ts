@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import * as v from "valibot";
 import { ProblemSchema } from "../contracts.ts";
-import { ORIGINAL_EXAMPLE, rng, TEST_TOKEN, testApp } from "./fakes.ts";
+import { ORIGINAL_EXAMPLE, rng, TEST_TOKEN, testApp } from "../../test/fakes.ts";
 
 type Rng = ReturnType<typeof rng>;
 

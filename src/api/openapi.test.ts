@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { testApp } from "./fakes.ts";
+import { testApp } from "../../test/fakes.ts";
 
 describe("GET /openapi.json", () => {
   test("documents /execute with request, 202 and problem responses", async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { ExecuteRequestSchema } from "../contracts.ts";
-import { ORIGINAL_EXAMPLE, rng } from "./fakes.ts";
+import { ORIGINAL_EXAMPLE, rng } from "../../test/fakes.ts";
 import { fastExecuteRequest, parseExecuteRequest } from "./request.ts";
 
 /** Values near the edges of what the schema accepts, for every field. */

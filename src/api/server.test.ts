@@ -12,7 +12,7 @@ import { silentLogger } from "../logger.ts";
 import { createRegistry } from "../metrics.ts";
 import { start } from "../roles/api.ts";
 import type { Service } from "../service.ts";
-import { FakeSink, memoryLookup, SAMPLE_COMMANDS, TEST_TOKEN } from "./fakes.ts";
+import { FakeSink, memoryLookup, SAMPLE_COMMANDS, TEST_TOKEN } from "../../test/fakes.ts";
 
 const config = {
   role: "api",

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { SAMPLE_COMMANDS } from "../api/fakes.ts";
+import { SAMPLE_COMMANDS } from "../../test/fakes.ts";
 import type { CommandDef } from "../contracts.ts";
 import { createRegistry, loadRegistry, parseCommandFile, RegistryError } from "./registry.ts";
 

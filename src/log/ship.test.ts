@@ -7,7 +7,7 @@ import { silentLogger } from "../logger.ts";
 import { createLokiSink } from "./loki-sink.ts";
 import { createLogMetrics } from "./metrics.ts";
 import * as v from "valibot";
-import { rng } from "../api/fakes.ts";
+import { rng } from "../../test/fakes.ts";
 import { LogEventSchema } from "../contracts.ts";
 import { toLokiEntry } from "./loki-format.ts";
 import { abortableSleep, backoffDelay, decodeLogMessage, isPlainLogEvent, LOG_BATCH, shipBatch, splitPushes, toDeadLetterMessage, type ShipDeps } from "./ship.ts";

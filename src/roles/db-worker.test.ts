@@ -6,7 +6,7 @@ import type { Outcome, StoredResult } from "../db/apply.ts";
 import { DLQ_HEADERS } from "../db/dead-letter.ts";
 import { RetriableBatchError } from "../db/errors.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
-import { rng } from "../api/fakes.ts";
+import { rng } from "../../test/fakes.ts";
 import { Counter, Registry } from "prom-client";
 import { applyDecoded, countOutcomes, decodeBatch, plainCommandEvent, type BatchDeps, type BatchOutcome } from "./db-worker.ts";
 

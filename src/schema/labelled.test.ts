@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { buildMessages, PAYLOAD_SCHEMA_ID_HEADER, type EventSchemas } from "../api/events.ts";
-import { SAMPLE_COMMANDS } from "../api/fakes.ts";
+import { SAMPLE_COMMANDS } from "../../test/fakes.ts";
 import { ResultWaiters } from "../api/results.ts";
 import type { CommandResult } from "../contracts.ts";
 import { resultMessage } from "../db/dead-letter.ts";

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startFakeLoki, type FakeLoki } from "../../test/fake-loki.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "../../test/pg.ts";
-import { ORIGINAL_EXAMPLE } from "../api/fakes.ts";
+import { ORIGINAL_EXAMPLE } from "../../test/fakes.ts";
 import { Admin } from "../kafka/admin.ts";
 import { Consumer } from "../kafka/consumer.ts";
 import type { Message } from "../kafka/types.ts";

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { buildOpenApi } from "../api/openapi.ts";
-import { memoryLookup } from "../api/fakes.ts";
+import { memoryLookup } from "../../test/fakes.ts";
 import { parseCommandFile } from "../db/registry.ts";
 import { commandPayloadSchema } from "../api/payload.ts";
 import { commandSchema, commandSubjects, DRAFT_07, envelopeSchemas, envelopeSubjects, payloadJsonSchema, type JsonSchema } from "./subjects.ts";

@@ -1,14 +1,14 @@
 /**
- * @module api/fakes
+ * @module test/fakes
  * Small stand-ins for the api's ports, for tests and the benchmark: a `MessageSink` that records
  * what it is given and can fail or hang on demand, an in-memory `CommandLookup`, and `testApp`
  * wiring both into an api app.
  */
 import { Registry } from "prom-client";
-import type { CommandDef, CommandLookup } from "../contracts.ts";
-import type { DeliveryReport, MessageSink, OutgoingMessage } from "../kafka/types.ts";
-import { silentLogger } from "../logger.ts";
-import { createApiApp, type ApiAppOptions } from "./app.ts";
+import type { CommandDef, CommandLookup } from "../src/contracts.ts";
+import type { DeliveryReport, MessageSink, OutgoingMessage } from "../src/kafka/types.ts";
+import { silentLogger } from "../src/logger.ts";
+import { createApiApp, type ApiAppOptions } from "../src/api/app.ts";
 
 export type FakeSinkMode = "ok" | "reject" | "hang";
 

@@ -20,7 +20,7 @@ import type { Logger } from "../logger.ts";
 import { bearerCheck } from "./auth.ts";
 import { DEFAULT_MAX_DEPTH } from "./body.ts";
 import { ProduceBreaker } from "./breaker.ts";
-import { statusHandler, type CommandStatuses } from "./commands.ts";
+import { statusHandler, type CommandStatuses } from "./status.ts";
 import { executeHandler } from "./execute.ts";
 import { createApiMetrics, type CounterCell, type HistogramCell } from "./metrics.ts";
 import { buildOpenApi, DOCS_HTML } from "./openapi.ts";

@@ -11,7 +11,7 @@
 import { hostname } from "node:os";
 import postgres, { type Sql } from "postgres";
 import { createApiApp } from "../api/app.ts";
-import { pgCommandStatuses } from "../api/commands.ts";
+import { pgCommandStatuses } from "../api/status.ts";
 import { feedResults, ResultWaiters } from "../api/results.ts";
 import type { Config } from "../config.ts";
 import type { CommandLookup } from "../contracts.ts";

@@ -1,5 +1,5 @@
 /**
- * @module api/commands
+ * @module api/status
  * `GET /commands/:id`: what became of a command accepted earlier, by the id its 202 returned.
  * The answer comes from the db-worker's `idempotency_log` in PostgreSQL: `applied` or `failed`
  * with the row count or error once the worker has the command, `pending` until then. PostgreSQL is

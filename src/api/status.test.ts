@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { CommandStatusSchema, ProblemSchema, type CommandStatus } from "../contracts.ts";
 import { ProduceBreaker } from "./breaker.ts";
-import type { CommandStatuses } from "./commands.ts";
+import type { CommandStatuses } from "./status.ts";
 import { TEST_TOKEN, testApp } from "../../test/fakes.ts";
 
 const ID = "0190c0de-0000-7000-8000-000000000001";

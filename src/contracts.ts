@@ -35,6 +35,9 @@ const jsonObject = (message = "expected a JSON object") =>
     v.record(v.string(), v.unknown(), message),
   );
 
+/** Longest idempotency key, in the body (`metadata.idempotency_key`) or the `Idempotency-Key` header. */
+export const IDEMPOTENCY_KEY_MAX = 256;
+
 /** `POST /execute` body. */
 export const ExecuteRequestSchema = v.strictObject({
   command: v.pipe(name("command"), v.regex(/^[a-z][a-z0-9_]*$/, "expected a command name such as create_user")),
@@ -48,7 +51,7 @@ export const ExecuteRequestSchema = v.strictObject({
   ),
   metadata: v.optional(
     v.object({
-      idempotency_key: v.optional(name("idempotency key", 256)),
+      idempotency_key: v.optional(name("idempotency key", IDEMPOTENCY_KEY_MAX)),
       source: v.optional(name("source")),
     }),
   ),

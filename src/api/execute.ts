@@ -10,7 +10,7 @@
  * rather than through another middleware layer. Measure (`bun run bench api`) before adding work here.
  */
 import * as v from "valibot";
-import type { CommandDef, CommandLookup, ExecuteRequest } from "../contracts.ts";
+import { IDEMPOTENCY_KEY_MAX, type CommandDef, type CommandLookup, type ExecuteRequest } from "../contracts.ts";
 import type { DeliveryReport, MessageSink, OutgoingMessage } from "../kafka/types.ts";
 import type { Logger } from "../logger.ts";
 import { readJson } from "./body.ts";
@@ -45,7 +45,7 @@ export interface ExecuteDeps {
   now: () => Date;
 }
 
-const IdempotencyKeyHeaderSchema = v.pipe(v.string(), v.trim(), v.nonEmpty("expected a non-empty key"), v.maxLength(256, "expected at most 256 characters"));
+const IdempotencyKeyHeaderSchema = v.pipe(v.string(), v.trim(), v.nonEmpty("expected a non-empty key"), v.maxLength(IDEMPOTENCY_KEY_MAX, `expected at most ${IDEMPOTENCY_KEY_MAX} characters`));
 
 /** Every issue, not only the first: the 422 lists all of them. */
 const ALL_ISSUES = { abortEarly: false } as const;

@@ -12,6 +12,7 @@ import {
   CommandResultSchema,
   CommandStatusSchema,
   ExecuteRequestSchema,
+  IDEMPOTENCY_KEY_MAX,
   LOG_LEVELS,
   ProblemSchema,
   type CommandDef,
@@ -155,7 +156,7 @@ export function buildOpenApi(commands: CommandLookup): Json {
               name: "Idempotency-Key",
               in: "header",
               required: false,
-              schema: { type: "string", minLength: 1, maxLength: 256 },
+              schema: { type: "string", minLength: 1, maxLength: IDEMPOTENCY_KEY_MAX },
               description: "Same as metadata.idempotency_key; when both are sent they must be equal.",
             },
             {

@@ -15,7 +15,7 @@
  * ```
  */
 import * as v from "valibot";
-import { ExecuteRequestSchema, LOG_LEVELS, type ExecuteRequest } from "../contracts.ts";
+import { ExecuteRequestSchema, IDEMPOTENCY_KEY_MAX, LOG_LEVELS, type ExecuteRequest } from "../contracts.ts";
 
 type Parsed = { success: true; output: ExecuteRequest } | { success: false; issues: [v.BaseIssue<unknown>, ...v.BaseIssue<unknown>[]] };
 
@@ -84,7 +84,7 @@ export function fastExecuteRequest(body: unknown): ExecuteRequest | undefined {
     if (!isPlainObject(metadata)) return undefined;
     outMetadata = {};
     if ("idempotency_key" in metadata) {
-      const key = trimmedName(metadata.idempotency_key, 256);
+      const key = trimmedName(metadata.idempotency_key, IDEMPOTENCY_KEY_MAX);
       if (key === undefined) return undefined;
       outMetadata.idempotency_key = key;
     }

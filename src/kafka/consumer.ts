@@ -16,8 +16,8 @@ import { EVENTS_PER_TURN, NativeClient } from "./client.ts";
 import { DESTROY_F_NO_CONSUMER_CLOSE, ERR, errString, EVENT, libc, MESSAGE, ptr, rdk, read, readCString, readInt64, RD_KAFKA_CONSUMER, type Pointer } from "./ffi.ts";
 import { KafkaError } from "./errors.ts";
 import { native, RECORD, STATE, type Native } from "./native.ts";
-import { readList, tpKey, withList } from "./partitions.ts";
-import type { KafkaConfig, Message, TopicPartition, TopicPartitionOffset } from "./types.ts";
+import { readList, withList } from "./partitions.ts";
+import { tpKey, type KafkaConfig, type Message, type TopicPartition, type TopicPartitionOffset } from "./types.ts";
 
 export interface RebalanceInfo {
   /** The partitions were lost (session timed out): committing for them will fail. */

@@ -47,5 +47,3 @@ export function readList(list: Pointer | null): (TopicPartitionOffset & { error:
   }
   return out;
 }
-
-export const tpKey = (p: TopicPartition): string => `${p.topic}\u0000${p.partition}`;

@@ -30,6 +30,9 @@ export interface TopicPartition {
   partition: number;
 }
 
+/** The one key of a partition in maps and sets: topic and partition, NUL between (no topic name holds one). */
+export const tpKey = (p: TopicPartition): string => `${p.topic}\u0000${p.partition}`;
+
 /** `offset` is the next offset to read: the last processed message's offset + 1. */
 export interface TopicPartitionOffset extends TopicPartition {
   offset: number;

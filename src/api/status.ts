@@ -18,6 +18,7 @@ import type { Logger } from "../logger.ts";
 import { jsonResponse } from "./execute.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import { ApiError } from "./problems.ts";
+import { withTimeout } from "../timeout.ts";
 
 /** The port: a command's status by its id (`idempotency_log.event_id`). */
 export interface CommandStatuses {
@@ -57,20 +58,12 @@ export function statusHandler(deps: CommandsDeps): (req: Request, id: string, re
       throw unavailable("command status needs PostgreSQL, which this api process has no connection to");
     }
     let status: CommandStatus;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      status = await Promise.race([
-        deps.statuses.find(id.toLowerCase()),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`PostgreSQL did not answer within ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
+      status = await withTimeout(deps.statuses.find(id.toLowerCase()), timeoutMs, `PostgreSQL did not answer within ${timeoutMs} ms`);
     } catch (err) {
       deps.metrics.statusLookups.inc(UNAVAILABLE);
       deps.logger.warn({ err, request_id: requestId, id }, "command status lookup failed");
       throw unavailable("PostgreSQL did not answer the status lookup; retry later", err);
-    } finally {
-      clearTimeout(timer);
     }
     deps.metrics.statusLookups.inc(status.status === "pending" ? PENDING : FOUND);
     return jsonResponse(status, 200, requestId);

@@ -19,6 +19,7 @@ import type { MessageSink } from "../kafka/types.ts";
 import type { Deps, Readiness, Service } from "../service.ts";
 import { brokerCheck, ensureTopics, kafkaConfig } from "../broker.ts";
 import { loadRegistry } from "../db/registry.ts";
+import { withTimeout } from "../timeout.ts";
 import type { EventSchemas } from "../api/events.ts";
 import { Consumer } from "../kafka/consumer.ts";
 import { apiEventSchemas } from "../schema/publish.ts";
@@ -111,7 +112,7 @@ export async function start(config: Config, deps: ApiDeps): Promise<Service> {
   const sql = deps.sql ?? ownSql!;
   const postgresCheck = async (timeoutMs = PG_TIMEOUT_S * 1000): Promise<string> => {
     try {
-      await Promise.race([sql`SELECT 1`, Bun.sleep(timeoutMs).then(() => Promise.reject(new Error(`no answer within ${timeoutMs} ms`)))]);
+      await withTimeout(sql`SELECT 1`, timeoutMs);
       return "ok";
     } catch (err) {
       return `unavailable: ${(err as Error)?.message ?? err}`;

@@ -21,6 +21,7 @@ import { CommandEventSchema, type CommandEvent, type CommandLookup } from "../co
 import { applyBatch, type Outcome } from "../db/apply.ts";
 import { deadLetter, resultMessage } from "../db/dead-letter.ts";
 import { abortableSleep, backoffDelay } from "../backoff.ts";
+import { withTimeout } from "../timeout.ts";
 import { isConnectionError, RetriableBatchError } from "../db/errors.ts";
 import { migrate } from "../db/migrations.ts";
 import { loadRegistry, verifyRegistry } from "../db/registry.ts";
@@ -535,7 +536,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
       const kafkaState = brokerCheck(consumer.stats);
       let pg = "ok";
       try {
-        await Promise.race([sql`SELECT 1`, Bun.sleep(1000).then(() => Promise.reject(new Error("timed out")))]);
+        await withTimeout(sql`SELECT 1`, 1000, "timed out");
       } catch (err) {
         pg = (err as Error).message;
       }

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { Admin } from "../kafka/admin.ts";
 import { Consumer } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";
-import { DLQ_HEADERS } from "../db/dead-letter.ts";
+import { DLQ_HEADERS } from "../pipeline/dead-letter.ts";
 import { TEST_DSN, withSchema, type TestSchema } from "../../test/pg.ts";
 import { HAVE_GCC, nativeSharedObject } from "../../test/native-so.ts";
 

@@ -6,7 +6,7 @@
  */
 import postgres from "postgres";
 import { kafkaConfig } from "../broker.ts";
-import { DLQ_HEADERS } from "../db/dead-letter.ts";
+import { DLQ_HEADERS } from "../pipeline/dead-letter.ts";
 import { Admin } from "../kafka/admin.ts";
 import { Consumer, nextOffsets } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";

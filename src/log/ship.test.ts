@@ -10,7 +10,8 @@ import * as v from "valibot";
 import { rng } from "../../test/fakes.ts";
 import { LogEventSchema } from "../contracts.ts";
 import { toLokiEntry } from "./loki-format.ts";
-import { abortableSleep, backoffDelay, decodeLogMessage, isPlainLogEvent, LOG_BATCH, shipBatch, splitPushes, toDeadLetterMessage, type ShipDeps } from "./ship.ts";
+import { abortableSleep, backoffDelay, decodeLogMessage, isPlainLogEvent, LOG_BATCH, shipBatch, splitPushes, type ShipDeps } from "./ship.ts";
+import { deadLetter } from "../pipeline/dead-letter.ts";
 
 /** Records every `sendAll`; can fail the next N calls. */
 class FakeDlq implements MessageSink {
@@ -285,9 +286,10 @@ describe("helpers", () => {
     expect(decoded.ok && decoded.entry.labels.level).toBe("error");
   });
 
-  test("toDeadLetterMessage without a content type says octet-stream and caps the error", () => {
+  test("a dead letter without a content type says octet-stream and caps the error", () => {
     const m = { ...message(1, "x"), headers: {} };
-    const out = toDeadLetterMessage(m, "e".repeat(10_000), "app-logs.dlq");
+    const now = new Date();
+    const out = deadLetter(m, "app-logs.dlq", { error: "e".repeat(10_000), attempts: 1, firstFailure: now, lastFailure: now });
     expect(out.headers?.["content-type"]).toBe("application/octet-stream");
     expect(out.headers?.["kitsune-error"]!.length).toBe(2048);
   });

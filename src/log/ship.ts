@@ -19,7 +19,8 @@
  */
 import * as v from "valibot";
 import { LOG_LEVELS, LogEventSchema, type LogEvent } from "../contracts.ts";
-import type { Message, MessageSink, OutgoingMessage } from "../kafka/types.ts";
+import type { Message, MessageSink } from "../kafka/types.ts";
+import { deadLetter } from "../pipeline/dead-letter.ts";
 import { abortableSleep, backoffDelay, type BackoffOptions } from "../backoff.ts";
 import type { Logger } from "../logger.ts";
 import { toLokiEntry, type LokiEntry } from "./loki-format.ts";
@@ -139,30 +140,6 @@ export function decodeLogMessage(message: Message): { ok: true; entry: LokiEntry
     return { ok: false, error: `value is not a LogEvent: ${(err as Error).message}` };
   }
 }
-
-const MAX_ERROR_HEADER = 2048;
-
-/**
- * The DLQ record of a message: original key and value bytes, original headers, and the error
- * context in `kitsune-*` headers.
- */
-export function toDeadLetterMessage(message: Message, error: string, dlqTopic: string): OutgoingMessage {
-  return {
-    topic: dlqTopic,
-    key: message.key,
-    value: message.value,
-    headers: {
-      ...message.headers,
-      // NOTE: the value is the original bytes, so it keeps the original content type.
-      "content-type": message.headers["content-type"] ?? "application/octet-stream",
-      "kitsune-error": error.length > MAX_ERROR_HEADER ? `${error.slice(0, MAX_ERROR_HEADER - 1)}…` : error,
-      "kitsune-original-topic": message.topic,
-      "kitsune-original-partition": String(message.partition),
-      "kitsune-original-offset": String(message.offset),
-    },
-  };
-}
-
 
 /**
  * Delivers a batch of `app-logs` messages to Loki. Resolves once every message is in Loki or in
@@ -335,7 +312,8 @@ async function pushUntilAnswered(items: Shippable[], ctx: Ctx): Promise<Exclude<
 }
 
 async function sendDeadLetters(dead: DeadLetter[], ctx: Ctx): Promise<void> {
-  const records = dead.map((d) => toDeadLetterMessage(d.message, d.error, ctx.dlqTopic));
+  const now = new Date();
+  const records = dead.map((d) => deadLetter(d.message, ctx.dlqTopic, { error: d.error, attempts: 1, firstFailure: now, lastFailure: now }));
   for (const d of dead) {
     ctx.logger.warn(
       { topic: d.message.topic, partition: d.message.partition, offset: d.message.offset, reason: d.reason, error: d.error },

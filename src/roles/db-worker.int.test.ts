@@ -22,7 +22,7 @@ import {
 } from "../../test/db-worker-harness.ts";
 import { APPEND_COMMAND, appendRegistry } from "../../test/append-command.ts";
 import { CommandResultSchema, type CommandEvent, type CommandResult } from "../contracts.ts";
-import { DLQ_HEADERS } from "../db/dead-letter.ts";
+import { DLQ_HEADERS } from "../pipeline/dead-letter.ts";
 import type { Message } from "../kafka/types.ts";
 
 // A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { CommandEventSchema, CommandResultSchema, type CommandEvent, type CommandResult } from "../contracts.ts";
 import type { Outcome, StoredResult } from "../db/apply.ts";
-import { DLQ_HEADERS } from "../db/dead-letter.ts";
+import { DLQ_HEADERS } from "../pipeline/dead-letter.ts";
 import { RetriableBatchError } from "../db/errors.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
 import { rng } from "../../test/fakes.ts";

@@ -19,7 +19,8 @@ import { brokerCheck, ensureTopics, kafkaConfig, registerLag } from "../broker.t
 import type { Config } from "../config.ts";
 import { CommandEventSchema, type CommandEvent, type CommandLookup } from "../contracts.ts";
 import { applyBatch, type Outcome } from "../db/apply.ts";
-import { deadLetter, resultMessage } from "../db/dead-letter.ts";
+import { resultMessage } from "../db/results.ts";
+import { deadLetter } from "../pipeline/dead-letter.ts";
 import { abortableSleep, backoffDelay } from "../backoff.ts";
 import { withTimeout } from "../timeout.ts";
 import { isConnectionError, RetriableBatchError } from "../db/errors.ts";

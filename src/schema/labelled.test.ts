@@ -8,7 +8,7 @@ import { buildMessages, PAYLOAD_SCHEMA_ID_HEADER, type EventSchemas } from "../a
 import { SAMPLE_COMMANDS } from "../../test/fakes.ts";
 import { ResultWaiters } from "../api/results.ts";
 import type { CommandResult } from "../contracts.ts";
-import { resultMessage } from "../db/dead-letter.ts";
+import { resultMessage } from "../db/results.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
 import { decodeLogMessage } from "../log/ship.ts";
 import { decodeBatch } from "../roles/db-worker.ts";

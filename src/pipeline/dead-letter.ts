@@ -1,13 +1,12 @@
 /**
- * @module db/dead-letter
- * The dead-letter and result messages the db-worker publishes: the original key and value bytes
- * with the error context in headers, and one `CommandResult` per command on `db-results`.
+ * @module pipeline/dead-letter
+ * The dead letter of a message either worker gives up on: the original key and value bytes and
+ * headers, with the error context in `kitsune-*` headers. `kitsune dlq list` and `replay` read
+ * them back.
  */
-import type { CommandResult } from "../contracts.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
-import { encodeValue, SCHEMA_ID_HEADER, type ValueSchema } from "../schema/wire.ts";
 
-/** Header names on dead letters; `kitsune dlq list` and `replay` read them back. */
+/** Header names on dead letters. */
 export const DLQ_HEADERS = {
   error: "kitsune-error",
   sqlstate: "kitsune-sqlstate",
@@ -19,6 +18,9 @@ export const DLQ_HEADERS = {
   lastFailure: "kitsune-last-failure",
 } as const;
 
+/** Longest `kitsune-error` header, in characters; a longer error ends in `…`. */
+export const MAX_ERROR_HEADER = 2048;
+
 export interface Failure {
   error: string;
   sqlstate?: string;
@@ -28,9 +30,12 @@ export interface Failure {
 }
 
 export function deadLetter(message: Message, dlqTopic: string, failure: Failure): OutgoingMessage {
+  const { error } = failure;
   const headers: Record<string, string> = {
     ...message.headers,
-    [DLQ_HEADERS.error]: failure.error.slice(0, 4000),
+    // NOTE: the value is the original bytes, so it keeps the original content type.
+    "content-type": message.headers["content-type"] ?? "application/octet-stream",
+    [DLQ_HEADERS.error]: error.length > MAX_ERROR_HEADER ? `${error.slice(0, MAX_ERROR_HEADER - 1)}…` : error,
     [DLQ_HEADERS.topic]: message.topic,
     [DLQ_HEADERS.partition]: String(message.partition),
     [DLQ_HEADERS.offset]: String(message.offset),
@@ -40,11 +45,4 @@ export function deadLetter(message: Message, dlqTopic: string, failure: Failure)
   };
   if (failure.sqlstate) headers[DLQ_HEADERS.sqlstate] = failure.sqlstate;
   return { topic: dlqTopic, key: message.key, value: message.value, headers };
-}
-
-/** A `db-results` message; with `schema` (a schema registry) labelled with its schema id. */
-export function resultMessage(result: CommandResult, key: Uint8Array | null, topic: string, schema?: ValueSchema): OutgoingMessage {
-  const headers: Record<string, string> = { "content-type": "application/json", "kitsune-id": result.id };
-  if (schema) headers[SCHEMA_ID_HEADER] = schema.header;
-  return { topic, key, value: encodeValue(JSON.stringify(result), schema), headers };
 }

@@ -11,7 +11,7 @@ import type { CommandResult } from "../contracts.ts";
 import { resultMessage } from "../db/results.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
 import { decodeLogMessage } from "../log/ship.ts";
-import { decodeBatch } from "../roles/db-worker.ts";
+import { decodeBatch } from "../db/batch.ts";
 import { SCHEMA_ID_HEADER, valueSchema, wireSchemaId, type WireFormat } from "./wire.ts";
 
 const def = SAMPLE_COMMANDS[0]!;

@@ -2,13 +2,13 @@
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { CommandEventSchema, CommandResultSchema, type CommandEvent, type CommandResult } from "../contracts.ts";
-import type { Outcome, StoredResult } from "../db/apply.ts";
+import type { Outcome, StoredResult } from "./apply.ts";
 import { DLQ_HEADERS } from "../pipeline/dead-letter.ts";
-import { RetriableBatchError } from "../db/errors.ts";
+import { RetriableBatchError } from "./errors.ts";
 import type { Message, OutgoingMessage } from "../kafka/types.ts";
 import { rng } from "../../test/fakes.ts";
 import { Counter, Registry } from "prom-client";
-import { applyDecoded, countOutcomes, decodeBatch, plainCommandEvent, type BatchDeps, type BatchOutcome } from "./db-worker.ts";
+import { applyDecoded, countOutcomes, decodeBatch, plainCommandEvent, type BatchDeps, type BatchOutcome } from "./batch.ts";
 
 const TOPICS = { results: "db-results", dlq: "db-events.dlq" };
 const NOW = new Date("2026-01-02T03:04:05.678Z");
@@ -96,7 +96,7 @@ const on = (topic: string, publish: OutgoingMessage[]) => publish.filter((m) => 
 const text = (b: OutgoingMessage["value"]) => (typeof b === "string" ? b : b ? decoder.decode(b) : null);
 const resultsOf = (publish: OutgoingMessage[]) => on(TOPICS.results, publish).map((m) => v.parse(CommandResultSchema, JSON.parse(text(m.value)!)));
 
-describe("handleBatch", () => {
+describe("decodeBatch then applyDecoded", () => {
   test("applies the decoded events in one call and publishes one result each, keyed and headed", async () => {
     const events = [event("create_user", { name: "A", email: "a@example.com" }), event("update_user"), event("delete_user")];
     const batch = events.map((e, i) => eventMessage(e, { key: `key-${i}` }));

@@ -17,18 +17,13 @@ import { DESTROY_F_NO_CONSUMER_CLOSE, ERR, errString, EVENT, libc, MESSAGE, ptr,
 import { KafkaError } from "./errors.ts";
 import { native, RECORD, STATE, type Native } from "./native.ts";
 import { readList, withList } from "./partitions.ts";
-import { tpKey, type KafkaConfig, type Message, type TopicPartition, type TopicPartitionOffset } from "./types.ts";
+import { nextOffsets, tpKey } from "./offsets.ts";
+import type { BatchOptions, KafkaConfig, Message, MessageSource, RebalanceHooks, RebalanceInfo, TopicPartition, TopicPartitionOffset } from "./types.ts";
 
-export interface RebalanceInfo {
-  /** The partitions were lost (session timed out): committing for them will fail. */
-  lost: boolean;
-}
+export { nextOffsets };
+export type { BatchOptions, RebalanceInfo };
 
-export interface ConsumerOptions {
-  /** Called after partitions are assigned (and before their messages are handed out). */
-  onAssign?(parts: TopicPartition[]): void | Promise<void>;
-  /** Called before partitions are revoked: finish or drop their work and commit here. */
-  onRevoke?(parts: TopicPartition[], info: RebalanceInfo): void | Promise<void>;
+export interface ConsumerOptions extends RebalanceHooks {
   /** Non-fatal client errors (broker down, …) — informational; librdkafka keeps retrying. */
   onError?(err: KafkaError): void;
   /** Messages held in memory before the binding stops draining librdkafka's queue. */
@@ -40,12 +35,6 @@ export interface ConsumerOptions {
   native?: boolean | Native;
   /** How long a full buffer leaves messages in librdkafka's queue before partitions are paused (default 5 s). */
   throttleHoldMs?: number;
-}
-
-export interface BatchOptions {
-  maxMessages?: number;
-  /** How long to wait for more messages once the first one of a batch is there. */
-  maxWaitMs?: number;
 }
 
 export const CONSUMER_DEFAULTS: KafkaConfig = {
@@ -90,20 +79,9 @@ export const CONSUMER_SAFETY: KafkaConfig = {
   "enable.partition.eof": false,
 };
 
-/** The offsets to commit after processing `messages`: per partition, the highest offset + 1. */
-export function nextOffsets(messages: Message[]): TopicPartitionOffset[] {
-  const max = new Map<string, TopicPartitionOffset>();
-  for (const m of messages) {
-    const k = tpKey(m);
-    const cur = max.get(k);
-    if (!cur || m.offset + 1 > cur.offset) max.set(k, { topic: m.topic, partition: m.partition, offset: m.offset + 1 });
-  }
-  return [...max.values()];
-}
-
 const decoder = new TextDecoder();
 
-export class Consumer {
+export class Consumer implements MessageSource {
   private readonly client: NativeClient;
   private readonly consumerQueue: Pointer;
   /**

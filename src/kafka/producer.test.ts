@@ -3,7 +3,8 @@ import { CString, read, toArrayBuffer } from "bun:ffi";
 import { describe, expect, test } from "bun:test";
 import { nextOffsets } from "./consumer.ts";
 import { MESSAGE, VTYPE, VU, type Pointer } from "./ffi.ts";
-import { BatchEncoder, PendingSends, VuEncoder } from "./producer.ts";
+import { BatchEncoder, VuEncoder } from "./encoders.ts";
+import { PendingSends } from "./producer.ts";
 import type { Message } from "./types.ts";
 
 type Decoded = { type: number } & Record<string, unknown>;

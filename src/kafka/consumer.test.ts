@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { consumerConfig, TextCache } from "./consumer.ts";
+import { consumerConfig } from "./consumer.ts";
+import { TextCache } from "./records.ts";
 
 describe("TextCache", () => {
   const cache = new TextCache();

@@ -151,39 +151,6 @@ export const EnvSchema = v.object({
 
 export type Env = v.InferOutput<typeof EnvSchema>;
 
-export interface Config {
-  role: Role;
-  httpPort: number;
-  kafka: {
-    brokers: string[];
-    /** librdkafka properties from `RDKAFKA_*` variables, applied before our safety keys. */
-    overrides: Record<string, string>;
-    groupId?: string;
-    transactions: boolean;
-  };
-  postgresDsn: string;
-  loki: { url: string; tenant?: string; username?: string; password?: string };
-  sqlDir: string;
-  topics: { logs: string; events: string; results: string };
-  auth: { tokens: string[]; disabled: boolean };
-  maxBodyBytes: number;
-  logLevel: Env["LOG_LEVEL"];
-  /** Unset when `SCHEMA_REGISTRY_URL` is. */
-  schemaRegistry?: SchemaRegistryConfig;
-}
-
-export interface SchemaRegistryConfig {
-  /** Base of the Confluent-compatible API, without credentials or trailing slash. */
-  url: string;
-  username?: string;
-  password?: string;
-  token?: string;
-  /** Command subjects are `<subjectPrefix><command>.v<version>`. */
-  subjectPrefix: string;
-  compatibility: { commands: Compatibility; events: Compatibility };
-  wireFormat: WireFormat;
-}
-
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
@@ -202,9 +169,56 @@ export function rdkafkaOverrides(env: Record<string, string | undefined>): Recor
   return out;
 }
 
+/**
+ * The environment in the shape the roles read, with the checks across variables (which throw
+ * `ConfigError`). `kafka.overrides` is filled by `loadConfig` from the `RDKAFKA_*` variables.
+ */
+function toConfig(e: Env) {
+  if (e.ROLE !== "log-worker" && e.ROLE !== "db-worker" && e.API_TOKENS.length === 0 && !e.AUTH_DISABLED) {
+    throw new ConfigError([
+      "API_TOKENS=unset: the api needs at least one bearer token (or AUTH_DISABLED=true to run without auth)",
+    ]);
+  }
+  return {
+    role: e.ROLE,
+    httpPort: e.HTTP_PORT,
+    kafka: {
+      brokers: e.KAFKA_BROKERS,
+      /** librdkafka properties from `RDKAFKA_*` variables, applied before our safety keys. */
+      overrides: {} as Record<string, string>,
+      groupId: e.KAFKA_GROUP_ID,
+      transactions: e.KAFKA_TRANSACTIONS,
+    },
+    postgresDsn: e.POSTGRES_DSN,
+    loki: { url: e.LOKI_URL, tenant: e.LOKI_TENANT, username: e.LOKI_USERNAME, password: e.LOKI_PASSWORD },
+    sqlDir: e.SQL_DIR,
+    topics: { logs: e.TOPIC_LOGS, events: e.TOPIC_EVENTS, results: e.TOPIC_RESULTS },
+    auth: { tokens: e.API_TOKENS, disabled: e.AUTH_DISABLED },
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    logLevel: e.LOG_LEVEL,
+    /** Unset when `SCHEMA_REGISTRY_URL` is. */
+    schemaRegistry: schemaRegistryConfig(e),
+  };
+}
+
+/** The whole configuration: the environment's schema, then its shape for the roles. */
+export const ConfigSchema = v.pipe(EnvSchema, v.transform(toConfig));
+
+/** Properties that may be undefined become optional, in nested objects too (not in arrays). */
+type Optional<T> = T extends readonly unknown[]
+  ? T
+  : T extends object
+    ? { [K in keyof T as undefined extends T[K] ? K : never]?: Optional<Exclude<T[K], undefined>> } & {
+        [K in keyof T as undefined extends T[K] ? never : K]: Optional<T[K]>;
+      }
+    : T;
+
+export type Config = Optional<v.InferOutput<typeof ConfigSchema>>;
+export type SchemaRegistryConfig = NonNullable<Config["schemaRegistry"]>;
+
 /** Parses the environment; throws `ConfigError` listing every problem. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const result = v.safeParse(EnvSchema, env, { abortEarly: false });
+  const result = v.safeParse(ConfigSchema, env, { abortEarly: false });
   if (!result.success) {
     const problems = result.issues.map((issue) => {
       const name = issue.path?.map((p) => String(p.key)).join(".") ?? "?";
@@ -219,35 +233,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     });
     throw new ConfigError(problems);
   }
-  const e = result.output;
-  if (e.ROLE !== "log-worker" && e.ROLE !== "db-worker" && e.API_TOKENS.length === 0 && !e.AUTH_DISABLED) {
-    throw new ConfigError([
-      "API_TOKENS=unset: the api needs at least one bearer token (or AUTH_DISABLED=true to run without auth)",
-    ]);
-  }
-  const schemaRegistry = schemaRegistryConfig(e);
-  return {
-    role: e.ROLE,
-    httpPort: e.HTTP_PORT,
-    kafka: {
-      brokers: e.KAFKA_BROKERS,
-      overrides: rdkafkaOverrides(env),
-      groupId: e.KAFKA_GROUP_ID,
-      transactions: e.KAFKA_TRANSACTIONS,
-    },
-    postgresDsn: e.POSTGRES_DSN,
-    loki: { url: e.LOKI_URL, tenant: e.LOKI_TENANT, username: e.LOKI_USERNAME, password: e.LOKI_PASSWORD },
-    sqlDir: e.SQL_DIR,
-    topics: { logs: e.TOPIC_LOGS, events: e.TOPIC_EVENTS, results: e.TOPIC_RESULTS },
-    auth: { tokens: e.API_TOKENS, disabled: e.AUTH_DISABLED },
-    maxBodyBytes: e.MAX_BODY_BYTES,
-    logLevel: e.LOG_LEVEL,
-    schemaRegistry,
-  };
+  const config = result.output;
+  config.kafka.overrides = rdkafkaOverrides(env);
+  return config;
 }
 
 /** The registry settings; `user:password@` in the URL is taken out of it into basic auth. */
-function schemaRegistryConfig(e: Env): SchemaRegistryConfig | undefined {
+function schemaRegistryConfig(e: Env) {
   if (e.SCHEMA_REGISTRY_URL === "") {
     if (e.SCHEMA_WIRE_FORMAT === "confluent") {
       throw new ConfigError(["SCHEMA_WIRE_FORMAT=\"confluent\": the Confluent wire format needs schema ids, so SCHEMA_REGISTRY_URL too"]);
@@ -271,10 +263,12 @@ function schemaRegistryConfig(e: Env): SchemaRegistryConfig | undefined {
   }
   if (problems.length) throw new ConfigError(problems);
   return {
+    /** Base of the Confluent-compatible API, without credentials or trailing slash. */
     url: url.href.replace(/\/+$/, ""),
     username,
     password,
     token: e.SCHEMA_REGISTRY_TOKEN,
+    /** Command subjects are `<subjectPrefix><command>.v<version>`. */
     subjectPrefix: e.SCHEMA_SUBJECT_PREFIX,
     compatibility: { commands: e.SCHEMA_COMPATIBILITY_COMMANDS, events: e.SCHEMA_COMPATIBILITY_EVENTS },
     wireFormat: e.SCHEMA_WIRE_FORMAT,

@@ -39,8 +39,8 @@ export class RecordDecoder {
   /**
    * Turns `count` records of native.c into Messages. Keys and values are copies: small typed
    * arrays live in the JS heap, whose memory the collector reuses. NOTE: views of fresh 256 KiB
-   * chunks, one per ~1,000 messages, let the heap grow to ~750 MB between collections in some runs,
-   * and the page faults of all that fresh memory halved the consumer's throughput.
+   * chunks let the heap grow by hundreds of MB between collections, and the page faults of all that
+   * fresh memory cost the consumer much of its throughput (`bench kafka` consume).
    */
   decodeChunk(chunk: Chunk, count: number, keep: (message: Message) => void): void {
     const { view, bytes } = chunk;
@@ -159,7 +159,7 @@ export class Chunk {
 /**
  * Header names and short values (a content type) repeat from message to message: each distinct
  * one is decoded once. Direct-mapped on length and two bytes; a hit compares every byte.
- * NOTE: decoding three headers' names and values cost ~0.9 µs per message in the log-worker.
+ * NOTE: decoding every header's name and value anew was a large share of the log-worker's time per message.
  */
 export class TextCache {
   static readonly MAX_LEN = 32;

@@ -101,7 +101,7 @@ const LEVELS = new Set<string>(LOG_LEVELS);
  * A shortcut past `LogEventSchema` for the usual event: every field a string and the level one
  * of LOG_LEVELS as written (the schema also takes other cases). Whatever it turns down goes
  * through the schema, which says what is wrong. It only accepts what the schema accepts (a test
- * checks both on generated values), and costs ~20 ns where the schema costs ~350.
+ * checks both on generated values), and skips the schema's per-field work for the usual line.
  */
 export function isPlainLogEvent(x: unknown): x is LogEvent {
   if (typeof x !== "object" || x === null || Array.isArray(x)) return false;

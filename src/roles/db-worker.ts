@@ -48,7 +48,7 @@ export const HELD_LOG = "test hook: batch applied and its results published; hol
 /**
  * Options of the worker's PostgreSQL pool. NOTE: `max_pipeline` well above postgres.js's default
  * of 100: a batch sends all its statements at once (src/db/event-pipeline.ts), and past the limit
- * postgres.js writes one query per socket write as answers come back, which halved the throughput.
+ * postgres.js writes one query per socket write as answers come back (`bench db-worker` fell sharply).
  * postgres.js 3.4.9 reads the option (parseOptions) but its types and README leave it out.
  */
 export const POOL_OPTIONS = { max: 4, connect_timeout: 5, idle_timeout: 60, max_pipeline: 4 * DB_BATCH.maxMessages } as const;
@@ -161,7 +161,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
     batch: DB_BATCH,
     publisher: producer,
     logger,
-    // NOTE: decoding runs while PostgreSQL applies the batch before (a tenth of each batch's time).
+    // NOTE: decoding runs while PostgreSQL applies the batch before.
     handler: {
       prepare: (messages) => decodeBatch(messages, batchDeps.topics.dlq),
       handle: async (decoded, signal, sent) => {

@@ -19,6 +19,7 @@ import { native, STATE, type Native } from "./native.ts";
 import { readList, withList } from "./partitions.ts";
 import { nextOffsets, tpKey } from "./offsets.ts";
 import { CHUNK_SIZE, RecordDecoder, type Chunk } from "./records.ts";
+import { FlowControl } from "./flow.ts";
 import type { BatchOptions, KafkaConfig, Message, MessageSource, RebalanceHooks, RebalanceInfo, TopicPartition, TopicPartitionOffset } from "./types.ts";
 
 export { nextOffsets };
@@ -89,37 +90,18 @@ export class Consumer implements MessageSource {
    */
   private readonly commitQueue: Pointer;
   private readonly opts: ConsumerOptions;
-  private readonly maxBuffered: number;
-  private buffer: Message[] = [];
+  private readonly flow: FlowControl;
   private waiter: (() => void) | undefined;
   private readonly commits = new Map<number, { resolve(): void; reject(e: KafkaError): void }>();
   private nextCommitId = 1;
   private assigned = new Map<string, TopicPartition>();
-  private paused = new Set<string>();
-  /**
-   * Messages of paused partitions that were fetched before the pause, handed out after `resume`.
-   * NOTE: librdkafka counts them as consumed (it resumes fetching after them), so dropping them
-   * would lose them.
-   */
-  private held = new Map<string, Message[]>();
-  /**
-   * The buffer reached `maxBuffered`: messages stay in librdkafka's queue (whose prefetch limit
-   * then stops fetching) until the caller has taken most of the buffer. Only if that takes longer
-   * than `throttleHoldMs` are the partitions paused (`throttlePaused`), so the queue can be served
-   * again: rebalances and errors wait behind messages, and librdkafka's max.poll.interval.ms counts.
-   * NOTE: pausing throws away what librdkafka prefetched and fetching restarts slowly after a
-   * resume; pausing at every full buffer cost a fast reader most of its throughput.
-   */
-  private throttled = false;
-  private throttledAt = 0;
-  private throttlePaused = false;
   private rebalancing: Promise<void> = Promise.resolve();
   private readonly cooperative: boolean;
   private closing: Promise<void> | undefined;
   private closed = false;
   private fatal: KafkaError | undefined;
   private readonly records = new RecordDecoder();
-  private readonly keepOne = (message: Message) => this.keep(message);
+  private readonly keepOne = (message: Message) => this.flow.keep(message);
   /** The native fetch loop (native.c), when it could be built; see `pollFetched`. */
   private readonly native;
   /** native.c's `state_t` of this consumer (its u32 words), and its address. */
@@ -133,7 +115,6 @@ export class Consumer implements MessageSource {
     // for, which would leave an earlier ptr() dangling.
     void this.fetchState.buffer;
     this.fetchStateAddr = ptr(this.fetchState);
-    this.maxBuffered = options.maxBuffered ?? 20_000;
     const fast = options.native === false ? null : options.native === true || options.native === undefined ? native() : options.native;
     this.native = fast;
     this.client = new NativeClient(
@@ -165,12 +146,20 @@ export class Consumer implements MessageSource {
     this.client.serveQueue(this.commitQueue);
     this.cooperative =
       usesConsumerProtocol(config) || String(consumerConfig(config)["partition.assignment.strategy"]).includes("cooperative");
-    // Backpressure: see `throttled`.
+    const rk = this.client.rk;
+    this.flow = new FlowControl(
+      {
+        pausePartitions: (parts) => withList(parts, (list) => lib.rd_kafka_pause_partitions(rk, list)),
+        resumePartitions: (parts) => withList(parts, (list) => lib.rd_kafka_resume_partitions(rk, list)),
+        assignment: () => this.assignment(),
+        drain: () => this.client.drain(),
+      },
+      options.maxBuffered ?? 20_000,
+      options.throttleHoldMs ?? THROTTLE_HOLD_MS,
+    );
+    // Backpressure: see FlowControl.
     this.client.poller = (queue) => {
-      if (this.holding) {
-        if (performance.now() - this.throttledAt < (options.throttleHoldMs ?? THROTTLE_HOLD_MS)) return "empty";
-        this.pauseForThrottle();
-      }
+      if (this.flow.holdsBack(this.closing !== undefined)) return "empty";
       return this.native ? this.pollFetched(queue) : (lib.rd_kafka_queue_poll(queue, 0) ?? "empty");
     };
     this.client.startEvents(this.consumerQueue);
@@ -204,16 +193,13 @@ export class Consumer implements MessageSource {
   async *batches({ maxMessages = 1000, maxWaitMs = 50 }: BatchOptions = {}): AsyncGenerator<Message[]> {
     while (!this.closed && !this.closing) {
       if (this.fatal) throw this.fatal;
-      if (this.buffer.length === 0) {
+      if (this.flow.buffer.length === 0) {
         await this.waitForData(1000);
         continue;
       }
-      if (this.buffer.length < maxMessages && maxWaitMs > 0) await this.waitForData(maxWaitMs, maxMessages);
+      if (this.flow.buffer.length < maxMessages && maxWaitMs > 0) await this.waitForData(maxWaitMs, maxMessages);
       if (this.closing) return;
-      const batch = this.buffer.length <= maxMessages ? this.buffer : this.buffer.slice(0, maxMessages);
-      this.buffer = this.buffer.length <= maxMessages ? [] : this.buffer.slice(maxMessages);
-      // NOTE: only once the buffer is mostly drained: fewer, longer turns of the throttle.
-      if (this.throttled && this.buffer.length <= this.maxBuffered / 4) this.unthrottle();
+      const batch = this.flow.take(maxMessages);
       if (batch.length > 0) yield batch;
     }
   }
@@ -228,7 +214,7 @@ export class Consumer implements MessageSource {
         resolve();
       }
       function check() {
-        if (self.buffer.length >= until || self.closing || self.fatal) done();
+        if (self.flow.buffer.length >= until || self.closing || self.fatal) done();
       }
       this.waiter = check;
     });
@@ -261,76 +247,22 @@ export class Consumer implements MessageSource {
    */
   pause(parts: TopicPartition[] = this.assignment()): void {
     if (parts.length === 0) return;
-    for (const p of parts) this.paused.add(tpKey(p));
-    withList(parts, (list) => rdk().rd_kafka_pause_partitions(this.client.rk, list));
-    const keep: Message[] = [];
-    for (const m of this.buffer) {
-      if (this.paused.has(tpKey(m))) this.holdBack(m);
-      else keep.push(m);
-    }
-    this.buffer = keep;
+    this.flow.pause(parts);
   }
 
   resume(parts: TopicPartition[] = this.assignment()): void {
     if (parts.length === 0) return;
-    for (const p of parts) {
-      const k = tpKey(p);
-      this.paused.delete(k);
-      // The buffer holds nothing of a paused partition, so appending keeps partition order.
-      const waiting = this.held.get(k);
-      if (waiting) for (const m of waiting) this.buffer.push(m);
-      this.held.delete(k);
-    }
-    // While paused for the throttle they stay paused in librdkafka; unthrottle() resumes them.
-    if (!this.throttlePaused) withList(parts, (list) => rdk().rd_kafka_resume_partitions(this.client.rk, list));
+    this.flow.resume(parts);
     this.wake();
   }
 
-  /** The buffer is full: drain() stops taking messages, and `throttleHoldMs` starts counting. */
-  private throttle(): void {
-    this.throttled = true;
-    this.throttledAt = performance.now();
-  }
-
-  /** Messages are left in librdkafka's queue for now (see `throttled`); closing drains regardless. */
-  private get holding(): boolean {
-    return this.throttled && !this.throttlePaused && !this.closing;
-  }
-
-  /** Stops fetching every assigned partition the caller did not pause itself. */
-  private pauseForThrottle(): void {
-    this.throttlePaused = true;
-    const parts = this.assignment().filter((p) => !this.paused.has(tpKey(p)));
-    if (parts.length) withList(parts, (list) => rdk().rd_kafka_pause_partitions(this.client.rk, list));
-  }
-
-  private unthrottle(): void {
-    this.throttled = false;
-    if (this.throttlePaused) {
-      this.throttlePaused = false;
-      const parts = this.assignment().filter((p) => !this.paused.has(tpKey(p)));
-      if (parts.length) withList(parts, (list) => rdk().rd_kafka_resume_partitions(this.client.rk, list));
-    }
-    // No wake-up comes for messages that were already waiting.
-    setImmediate(() => this.client.drain());
-  }
-
-  private holdBack(m: Message): void {
-    const k = tpKey(m);
-    const list = this.held.get(k);
-    if (list) list.push(m);
-    else this.held.set(k, [m]);
-  }
-
   get pausedCount(): number {
-    return this.paused.size;
+    return this.flow.pausedCount;
   }
 
   /** Moves the fetch position of assigned partitions; buffered messages of them are dropped. */
   seek(offsets: TopicPartitionOffset[]): void {
-    const keys = new Set(offsets.map(tpKey));
-    this.buffer = this.buffer.filter((m) => !keys.has(tpKey(m)));
-    for (const k of keys) this.held.delete(k);
+    this.flow.drop(new Set(offsets.map(tpKey)));
     const error = withList(offsets, (list) => rdk().rd_kafka_seek_partitions(this.client.rk, list, 0));
     if (error) throw KafkaError.fromErrorPtr(error, "seek");
   }
@@ -408,7 +340,7 @@ export class Consumer implements MessageSource {
       }
       if (st[STATE.rebalances / 4]) this.takeRebalances();
       if (st[STATE.start / 4]! < st[STATE.count / 4]!) continue;
-      if (st[STATE.empty / 4] || this.holding) return "empty";
+      if (st[STATE.empty / 4] || this.flow.holding(this.closing !== undefined)) return "empty";
       if (served >= EVENTS_PER_TURN) return "yield";
     }
   }
@@ -441,15 +373,9 @@ export class Consumer implements MessageSource {
     this.afterKeeping();
   }
 
-  /** Into the buffer, or held back when its partition is paused. */
-  private keep(message: Message): void {
-    if (this.paused.size > 0 && this.paused.has(tpKey(message))) this.holdBack(message);
-    else this.buffer.push(message);
-  }
-
   /** After messages were kept: throttle a full buffer, wake a waiting reader. */
   private afterKeeping(): void {
-    if (!this.throttled && this.buffer.length >= this.maxBuffered) this.throttle();
+    this.flow.afterKeeping();
     if (this.waiter) this.wake();
   }
 
@@ -462,7 +388,7 @@ export class Consumer implements MessageSource {
       return;
     }
     if (!message) return;
-    this.keep(message);
+    this.flow.keep(message);
     this.afterKeeping();
   }
 
@@ -478,7 +404,7 @@ export class Consumer implements MessageSource {
       if (err) this.opts.onError?.(KafkaError.fromCode(err, "assign"));
     }
     for (const p of parts) this.assigned.set(tpKey(p), p);
-    if (this.throttlePaused) withList(parts, (list) => lib.rd_kafka_pause_partitions(this.client.rk, list));
+    this.flow.assigned(parts);
     // NOTE: a throwing hook must not break the rebalance chain: every later rebalance (and close)
     // awaits it.
     try {
@@ -492,17 +418,14 @@ export class Consumer implements MessageSource {
     const lib = rdk();
     // Messages of revoked partitions that were not handed out yet belong to the next owner.
     const gone = new Set(parts.map(tpKey));
-    this.buffer = this.buffer.filter((m) => !gone.has(tpKey(m)));
+    this.flow.discard(gone);
     try {
       await this.opts.onRevoke?.(parts, info);
     } catch (err) {
       this.opts.onError?.(new KafkaError(-1, `onRevoke failed: ${(err as Error)?.message ?? err}`));
     }
-    for (const k of gone) {
-      this.assigned.delete(k);
-      this.paused.delete(k);
-      this.held.delete(k);
-    }
+    for (const k of gone) this.assigned.delete(k);
+    this.flow.forget(gone);
     if (this.client.isDestroyed) return;
     if (this.cooperative) {
       const error = withList(parts, (list) => lib.rd_kafka_incremental_unassign(this.client.rk, list));
@@ -512,7 +435,7 @@ export class Consumer implements MessageSource {
       this.assigned.clear();
     }
     // Messages of these partitions drained while onRevoke ran are not ours either.
-    this.buffer = this.buffer.filter((m) => !gone.has(tpKey(m)));
+    this.flow.discard(gone);
   }
 
   /**
@@ -522,8 +445,7 @@ export class Consumer implements MessageSource {
   close(timeoutMs = 10_000): Promise<void> {
     if (this.closing) return this.closing;
     // Nothing more is handed out.
-    this.buffer = [];
-    this.held.clear();
+    this.flow.clear();
     this.closing = this.leave(timeoutMs);
     // Only now that `closing` is set does a waiting iterator see it.
     this.wake();
@@ -555,7 +477,7 @@ export class Consumer implements MessageSource {
     // consumer close of its own and block the event loop until it finished, with nobody left to
     // serve its rebalance events.
     this.client.destroy(DESTROY_F_NO_CONSUMER_CLOSE);
-    this.buffer = [];
+    this.flow.buffer = [];
   }
 }
 

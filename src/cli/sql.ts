@@ -8,7 +8,6 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import postgres from "postgres";
 import { POSTGRES_URL_FILE } from "../dev/embedded.ts";
-import { parseFlags } from "./tool-config.ts";
 
 const USAGE = `usage: kitsune sql [--json] "<statement>"
 
@@ -35,10 +34,12 @@ export function formatTable(columns: string[], rows: Record<string, unknown>[]):
 }
 
 export async function sqlCommand(args: string[]): Promise<number> {
-  const { words, flags } = parseFlags(args);
-  if (flags.help || flags.h || words.length !== 1) {
-    (words.length === 1 ? console.log : console.error)(USAGE);
-    return flags.help || flags.h ? 0 : 2;
+  const help = args.includes("--help") || args.includes("-h");
+  const json = args.includes("--json");
+  const words = args.filter((a) => !a.startsWith("-"));
+  if (help || words.length !== 1 || args.length !== words.length + (json ? 1 : 0)) {
+    (help ? console.log : console.error)(USAGE);
+    return help ? 0 : 2;
   }
   const dsn = process.env.POSTGRES_DSN?.trim() || devPostgresUrl();
   if (!dsn) {
@@ -49,7 +50,7 @@ export async function sqlCommand(args: string[]): Promise<number> {
   try {
     const result = await sql.unsafe(words[0]!);
     const columns = result.columns?.map((c) => c.name) ?? [];
-    if (flags.json) for (const row of result) console.log(JSON.stringify(row));
+    if (json) for (const row of result) console.log(JSON.stringify(row));
     else if (columns.length) console.log(formatTable(columns, [...result]));
     else console.log(`${result.command ?? "OK"} ${result.count ?? ""}`.trim());
     return 0;

@@ -34,7 +34,8 @@ export interface PgliteServer {
 
 interface Job {
   conn: Conn;
-  bytes: Uint8Array;
+  /** Protocol messages, or none: the connection closed (roll back what it left open). */
+  bytes?: Uint8Array;
   /** Ends with a Flush: the client sends the rest of the exchange after reading the answer. */
   open: boolean;
   done: () => void;
@@ -63,9 +64,14 @@ export async function startPgliteServer(db: PGlite, { host = "127.0.0.1", port =
         const [job] = jobs.splice(i, 1);
         const { conn, bytes, open, done } = job!;
         try {
-          await db.runExclusive(() =>
-            db.execProtocolRawStream(bytes, { onRawData: (chunk) => void (!conn.closed && conn.socket.write(chunk)) }),
-          );
+          if (bytes) {
+            await db.runExclusive(() =>
+              db.execProtocolRawStream(bytes, { onRawData: (chunk) => void (!conn.closed && conn.socket.write(chunk)) }),
+            );
+          } else if (owner === conn) {
+            // It went away inside a transaction: roll it back, as a backend would.
+            await db.exec("ROLLBACK");
+          }
         } catch (err) {
           conn.socket.destroy(err as Error);
         }
@@ -77,8 +83,9 @@ export async function startPgliteServer(db: PGlite, { host = "127.0.0.1", port =
     }
   };
 
-  const exchange = (conn: Conn, bytes: Uint8Array, open = false) =>
+  const exchange = (conn: Conn, bytes: Uint8Array | undefined, open = false) =>
     new Promise<void>((done) => {
+      if (bytes && conn.closed) return done(); // nothing more after its release
       jobs.push({ conn, bytes, open, done });
       void pump();
     });
@@ -140,15 +147,10 @@ export async function startPgliteServer(db: PGlite, { host = "127.0.0.1", port =
     serial.set(conn, next.catch(() => {}));
   };
 
-  const release = async (conn: Conn) => {
+  const release = (conn: Conn) => {
     conn.closed = true;
     for (let i = jobs.length - 1; i >= 0; i--) if (jobs[i]!.conn === conn) jobs.splice(i, 1)[0]!.done();
-    if (owner === conn) {
-      // The connection went away inside a transaction: roll it back, as a backend would.
-      await db.runExclusive(() => db.exec("ROLLBACK")).catch(() => {});
-      owner = undefined;
-      void pump();
-    }
+    void exchange(conn, undefined);
   };
 
   const sockets = new Set<Socket>();
@@ -163,7 +165,7 @@ export async function startPgliteServer(db: PGlite, { host = "127.0.0.1", port =
     socket.on("error", () => {});
     socket.on("close", () => {
       sockets.delete(socket);
-      void release(conn);
+      release(conn);
     });
   });
   await new Promise<void>((resolve, reject) => {

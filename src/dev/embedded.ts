@@ -88,8 +88,9 @@ export async function startEmbedded(given: Record<string, string | undefined>, o
     if (parts.postgres) {
       const { PGlite } = await import("@electric-sql/pglite");
       const { startPgliteServer } = await import("./pglite-server.ts");
+      const { pgliteFiles } = await import("./pglite-files.ts");
       const dataDir = options.memory ? "memory://" : resolve(options.dir, "pgdata");
-      const db = await PGlite.create(dataDir);
+      const db = await PGlite.create(dataDir, await pgliteFiles());
       stops.push(() => db.close());
       const server = await startPgliteServer(db, { port: options.pgPort });
       stops.push(() => server.stop());

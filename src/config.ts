@@ -160,6 +160,8 @@ export interface Config {
     overrides: Record<string, string>;
     groupId?: string;
     transactions: boolean;
+    /** The topics exist already and are not to be created at start-up (dev mode's mock cluster). */
+    topicsCreated?: boolean;
   };
   postgresDsn: string;
   loki: { url: string; tenant?: string; username?: string; password?: string };

@@ -14,7 +14,7 @@ import type { Config } from "../config.ts";
 import { Consumer } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";
 import type { Message, TopicPartition, TopicPartitionOffset } from "../kafka/types.ts";
-import { createLokiSink } from "../log/loki-sink.ts";
+import { createLokiSink, type LokiSink } from "../log/loki-sink.ts";
 import { createLogMetrics } from "../log/metrics.ts";
 import { LOG_BATCH, shipBatch, type RetryInfo } from "../log/ship.ts";
 import type { Deps } from "../main.ts";
@@ -61,12 +61,17 @@ interface InFlight {
   revoked: Set<string>;
 }
 
-export async function start(config: Config, { logger, registry }: Deps): Promise<Service> {
+export interface LogWorkerDeps extends Deps {
+  /** Where the lines go instead of Loki at `config.loki.url` (dev mode: stdout). */
+  logSink?: LokiSink;
+}
+
+export async function start(config: Config, { logger, registry, logSink }: LogWorkerDeps): Promise<Service> {
   const kafka = kafkaConfig(config);
   const group = config.kafka.groupId ?? "kitsune-log-worker";
   const dlqTopic = `${config.topics.logs}.dlq`;
   await ensureTopics(config, logger);
-  const sink = createLokiSink(config.loki);
+  const sink = logSink ?? createLokiSink(config.loki);
   const metrics = createLogMetrics(registry);
   const dlq = new Producer(kafka);
   let inFlight: InFlight | undefined;
@@ -179,7 +184,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
     }
   })();
   loop.catch((err) => logger.fatal({ err }, "log-worker loop stopped"));
-  logger.info({ topic: config.topics.logs, group, loki: config.loki.url }, "log-worker consuming");
+  logger.info({ topic: config.topics.logs, group, loki: logSink ? "(not used)" : config.loki.url }, "log-worker consuming");
 
   let stopped: Promise<void> | undefined;
   return {

@@ -33,8 +33,12 @@ export function topicSpecs(config: Config): { name: string; partitions: number }
   ];
 }
 
-/** Creates the missing topics; existing ones are left as they are. */
+/**
+ * Creates the missing topics; existing ones are left as they are. Skipped when the broker's
+ * owner made them (`config.kafka.topicsCreated`: dev mode's mock cluster, which has no CreateTopics).
+ */
 export async function ensureTopics(config: Config, logger: Logger): Promise<void> {
+  if (config.kafka.topicsCreated) return;
   const admin = new Admin(kafkaConfig(config));
   try {
     const { created } = await admin.createTopics(topicSpecs(config), 15_000);

@@ -188,6 +188,8 @@ function toConfig(e: Env) {
       overrides: {} as Record<string, string>,
       groupId: e.KAFKA_GROUP_ID,
       transactions: e.KAFKA_TRANSACTIONS,
+      /** The topics exist already and are not to be created at start-up (dev mode's mock cluster). */
+      topicsCreated: undefined as boolean | undefined,
     },
     postgresDsn: e.POSTGRES_DSN,
     loki: { url: e.LOKI_URL, tenant: e.LOKI_TENANT, username: e.LOKI_USERNAME, password: e.LOKI_PASSWORD },

@@ -10,7 +10,14 @@ import { createLogger, type Logger } from "./logger.ts";
 import { createRegistry } from "./metrics.ts";
 import type { Deps, Service } from "./service.ts";
 import { isConnectionError } from "./db/errors.ts";
+import type { LokiSink } from "./log/loki-sink.ts";
 import pkg from "../package.json" with { type: "json" };
+
+/** What `kitsune dev` hands the roles besides the configuration. */
+export interface Extras {
+  /** The log-worker's sink instead of Loki. */
+  logSink?: LokiSink;
+}
 
 type Starter = (config: Config, deps: Deps) => Promise<Service>;
 
@@ -22,14 +29,14 @@ const STARTERS: Record<Exclude<Role, "all">, () => Promise<Starter>> = {
 
 const SHUTDOWN_BUDGET_MS = 10_000;
 
-export async function run(config: Config, logger: Logger): Promise<{ stop(): Promise<void>; port: number }> {
+export async function run(config: Config, logger: Logger, extras: Extras = {}): Promise<{ stop(): Promise<void>; port: number }> {
   const registry = createRegistry();
   const roles = config.role === "all" ? (Object.keys(STARTERS) as Exclude<Role, "all">[]) : [config.role];
   const services: Service[] = [];
   try {
     for (const role of roles) {
       const start = await STARTERS[role]();
-      services.push(await start(config, { logger: logger.child({ role }), registry }));
+      services.push(await start(config, { logger: logger.child({ role }), registry, ...extras }));
     }
   } catch (err) {
     await Promise.allSettled(services.map((s) => s.stop()));
@@ -52,26 +59,39 @@ export async function run(config: Config, logger: Logger): Promise<{ stop(): Pro
   };
 }
 
-async function runRole(): Promise<void> {
+/** `kitsune dev`'s embedded parts, started before the roles and stopped after them. */
+interface Setup {
+  env: Record<string, string | undefined>;
+  adjust?(config: Config): void;
+  extras?: Extras;
+  started?(config: Config, port: number): void;
+  stop?(): Promise<void>;
+}
+
+async function runRole(setup: Setup = { env: process.env }): Promise<void> {
   let config: Config;
+  const fail = async (code: number, message: string) => {
+    console.error(message);
+    await setup.stop?.();
+    process.exit(code);
+  };
   try {
-    config = loadConfig();
+    config = loadConfig(setup.env);
+    setup.adjust?.(config);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`kitsune: ${err.message}`);
-      process.exit(2);
-    }
+    if (err instanceof ConfigError) return fail(2, `kitsune: ${err.message}`);
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  let handle: Awaited<ReturnType<typeof run>>;
+  let inner: Awaited<ReturnType<typeof run>>;
   try {
-    handle = await run(config, logger);
+    inner = await run(config, logger, setup.extras);
   } catch (err) {
     logger.fatal({ err }, "start-up failed");
-    console.error(`kitsune: start-up failed: ${(err as Error)?.message ?? err}`);
-    process.exit(1);
+    return fail(1, `kitsune: start-up failed: ${(err as Error)?.message ?? err}`);
   }
+  setup.started?.(config, inner.port);
+  const handle = { stop: () => inner.stop().finally(() => setup.stop?.()) };
   // NOTE: postgres.js 3.4.9 on Bun can surface a connection's error outside any awaited query
   // after the connection closed (porsager/postgres#1208): thrown from a socket callback, or as
   // the rejection of a pipelined query nobody awaits any more. The batch that used the
@@ -118,6 +138,9 @@ const USAGE = `kitsune ${pkg.version}: HTTP-to-Kafka command gateway
 
 usage:
   ROLE=api|log-worker|db-worker|all kitsune     run a role (configuration from the environment)
+  kitsune dev [--memory]                        every role in one process, on embedded parts where
+                                                KAFKA_BROKERS, POSTGRES_DSN, LOKI_URL are unset
+  kitsune sql "select …"                        run a query on POSTGRES_DSN (else the running dev mode's)
   kitsune migrate                               apply pending sql/migrations to POSTGRES_DSN
   kitsune topics create|describe                create or show the Kafka topics
   kitsune commands                              list the command registry with its parameters
@@ -128,6 +151,47 @@ usage:
 
 Every setting comes from the environment (see README: Configuration).
 `;
+
+const DEV_USAGE = `usage: kitsune dev [--memory]
+
+Runs the api, the db-worker and the log-worker in one process. Whatever the environment leaves out
+is embedded: KAFKA_BROKERS unset → librdkafka's mock cluster in this process (in memory only);
+POSTGRES_DSN unset → PGlite with its data in $KITSUNE_DEV_DIR/pgdata (default ./.kitsune; --memory
+keeps it in memory), on a local port (KITSUNE_DEV_PG_PORT, default any free one); LOKI_URL unset →
+the log lines on stdout; API_TOKENS unset → the bearer token dev-token. HTTP_PORT as usual (8080).
+`;
+
+async function runDev(args: string[]): Promise<void> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(DEV_USAGE);
+    return;
+  }
+  const unknown = args.filter((a) => a !== "--memory");
+  const role = process.env.ROLE?.trim();
+  const problems = [
+    ...unknown.map((a) => `unknown option ${a}`),
+    ...(role && role !== "all" ? [`ROLE=${role}: kitsune dev runs every role (leave ROLE unset, or run ROLE=${role} kitsune without dev)`] : []),
+  ];
+  if (problems.length) {
+    console.error(`kitsune dev: ${problems.join("; ")}\n\n${DEV_USAGE}`);
+    process.exit(2);
+  }
+  const { devOptions, startEmbedded } = await import("./dev/embedded.ts");
+  let embedded: Awaited<ReturnType<typeof startEmbedded>>;
+  try {
+    embedded = await startEmbedded(process.env, devOptions(args, process.env));
+  } catch (err) {
+    console.error(`kitsune dev: ${(err as Error)?.message ?? err}`);
+    process.exit(1);
+  }
+  return runRole({
+    env: embedded.env,
+    adjust: embedded.adjust,
+    extras: { logSink: embedded.logSink },
+    started: (config, port) => console.log(`\n${embedded.describe(config, port)}\n`),
+    stop: embedded.stop,
+  });
+}
 
 async function cli(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -142,6 +206,10 @@ async function cli(argv: string[]): Promise<void> {
   switch (cmd) {
     case undefined:
       return runRole();
+    case "dev":
+      return runDev(rest);
+    case "sql":
+      return tool(async () => (await import("./cli/sql.ts")).sqlCommand);
     case "migrate":
       return tool(async () => (await import("./cli/db.ts")).migrateCommand);
     case "commands":

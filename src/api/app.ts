@@ -1,6 +1,6 @@
 /**
  * @module api/app
- * The api role's Hono app: `POST /execute`, `GET /commands/:id`, `GET /openapi.json`, `GET /docs`.
+ * The api role's Hono app: `POST /execute`, `GET /commands/:id`, `GET /openapi.json`, `GET /docs` (and its files).
  * `/healthz`, `/readyz` and `/metrics` belong to the process (`src/http.ts`), which mounts this app
  * beside them. Built from ports, so tests call `app.request(...)` with a fake sink and an in-memory
  * registry.
@@ -23,8 +23,9 @@ import { ProduceBreaker } from "./breaker.ts";
 import { statusHandler, type CommandStatuses } from "./status.ts";
 import { executeHandler } from "./execute.ts";
 import { createApiMetrics, type CounterCell, type HistogramCell } from "./metrics.ts";
-import { buildOpenApi, DOCS_HTML } from "./openapi.ts";
+import { docsAsset, DOCS_HTML } from "./docs.ts";
 import type { EventSchemas } from "./events.ts";
+import { buildOpenApi } from "./openapi.ts";
 import { ApiError, problemResponse } from "./problems.ts";
 import type { ResultWaiters } from "./results.ts";
 
@@ -167,6 +168,11 @@ export function createApiApp({
     new Response(openapi, { headers: { "content-type": "application/json", "x-request-id": requestId } })));
   app.get("/docs", instrumented("/docs", (_c, requestId) =>
     new Response(DOCS_HTML, { headers: { "content-type": "text/html; charset=UTF-8", "x-request-id": requestId } })));
+  app.get("/docs/:file", instrumented("/docs/:file", (c) => {
+    const res = docsAsset(c.req.param("file") ?? "");
+    if (!res) throw new ApiError("not_found", `no file ${c.req.path}`);
+    return res;
+  }));
 
   app.notFound(instrumented("unmatched", (c) => {
     throw new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`);

@@ -64,5 +64,21 @@ describe("GET /docs", () => {
     const html = await res.text();
     expect(html).toContain("openapi.json");
     expect(html).toContain("<script");
+    // Everything it loads comes from the api itself.
+    expect(html).not.toMatch(/(src|href)="(https?:)?\/\//);
+  });
+
+  test("its script and stylesheet come from the installed swagger-ui-dist; other names are 404", async () => {
+    const { app } = testApp();
+    const js = await app.request("/docs/swagger-ui-bundle.js");
+    expect(js.status).toBe(200);
+    expect(js.headers.get("content-type")).toContain("javascript");
+    expect(await js.text()).toContain("SwaggerUIBundle");
+    const css = await app.request("/docs/swagger-ui.css");
+    expect(css.status).toBe(200);
+    expect(css.headers.get("content-type")).toContain("text/css");
+    for (const name of ["package.json", "..%2Fpackage.json", "constructor", "index.html"]) {
+      expect((await app.request(`/docs/${name}`)).status).toBe(404);
+    }
   });
 });

@@ -1,6 +1,6 @@
 /**
  * @module api/openapi
- * `GET /openapi.json` and `GET /docs`. The document is generated from the valibot contracts and
+ * `GET /openapi.json` (the page of `GET /docs` is in docs.ts). The document is generated from the valibot contracts and
  * the registry's commands (one request schema per command version, from its parameters), once,
  * when the app is built: the registry does not change while the process runs.
  */
@@ -269,19 +269,3 @@ function exampleValue(type: CommandDef["params"][number]["type"], name: string):
       return name === "email" ? "sahil@example.com" : name === "name" ? "Sahil" : `example ${name}`;
   }
 }
-
-/** A page that renders /openapi.json with Scalar's API reference from a CDN. */
-export const DOCS_HTML = `<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>Kitsune API</title>
-</head>
-<body>
-  <div id="app"></div>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1"></script>
-  <script>Scalar.createApiReference("#app", { url: "./openapi.json" });</script>
-</body>
-</html>
-`;

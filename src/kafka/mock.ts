@@ -2,7 +2,7 @@
  * @module kafka/mock
  * librdkafka's built-in mock cluster, for fault injection in tests: brokers that can be taken
  * down and brought back, and request errors pushed onto a given API. Not a stand-in for a real
- * broker in tests of behaviour users rely on.
+ * broker in tests of behaviour users rely on. `kitsune dev` runs on it when KAFKA_BROKERS is unset.
  */
 import { cstr, ptr, rdk, RD_KAFKA_PRODUCER, type Pointer } from "./ffi.ts";
 import { buildConf } from "./client.ts";
@@ -18,7 +18,8 @@ export class MockCluster {
 
   constructor(brokers = 1) {
     const lib = rdk();
-    const conf = buildConf({}, 0);
+    // NOTE: this handle only hosts the cluster; without log_level 4 it warns that it has no bootstrap.servers.
+    const conf = buildConf({ log_level: 4 }, 0);
     const errstr = new Uint8Array(256);
     this.rk = lib.rd_kafka_new(RD_KAFKA_PRODUCER, conf, ptr(errstr), errstr.length)!;
     this.mc = lib.rd_kafka_mock_cluster_new(this.rk, brokers)!;

@@ -15,7 +15,7 @@ import type { Config } from "../config.ts";
 import { Consumer } from "../kafka/consumer.ts";
 import { Producer } from "../kafka/producer.ts";
 import type { Message } from "../kafka/types.ts";
-import { createLokiSink } from "../log/loki-sink.ts";
+import { createLokiSink, type LokiSink } from "../log/loki-sink.ts";
 import { createLogMetrics } from "../log/metrics.ts";
 import { LOG_BATCH, shipBatch, type RetryInfo } from "../log/ship.ts";
 import { startLoop, type Loop } from "../pipeline/loop.ts";
@@ -24,12 +24,17 @@ import type { Deps, Service } from "../service.ts";
 /** /readyz must answer quickly even when Loki does not. */
 const READY_TIMEOUT_MS = 2000;
 
-export async function start(config: Config, { logger, registry }: Deps): Promise<Service> {
+export interface LogWorkerDeps extends Deps {
+  /** Where the lines go instead of Loki at `config.loki.url` (dev mode: stdout). */
+  logSink?: LokiSink;
+}
+
+export async function start(config: Config, { logger, registry, logSink }: LogWorkerDeps): Promise<Service> {
   const kafka = kafkaConfig(config);
   const group = config.kafka.groupId ?? "kitsune-log-worker";
   const dlqTopic = `${config.topics.logs}.dlq`;
   await ensureTopics(config, logger);
-  const sink = createLokiSink(config.loki);
+  const sink = logSink ?? createLokiSink(config.loki);
   const metrics = createLogMetrics(registry);
   const dlq = new Producer(kafka);
 
@@ -76,7 +81,7 @@ export async function start(config: Config, { logger, registry }: Deps): Promise
   });
   consumer.subscribe([config.topics.logs]);
   const unregisterLag = registerLag(registry, group, consumer);
-  logger.info({ topic: config.topics.logs, group, loki: config.loki.url }, "log-worker consuming");
+  logger.info({ topic: config.topics.logs, group, loki: logSink ? "(not used)" : config.loki.url }, "log-worker consuming");
 
   let stopped: Promise<void> | undefined;
   return {

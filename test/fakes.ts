@@ -6,6 +6,7 @@
  */
 import { Registry } from "prom-client";
 import type { CommandDef, CommandLookup } from "../src/contracts.ts";
+import { tpKey } from "../src/kafka/offsets.ts";
 import type { DeliveryReport, MessageSink, OutgoingMessage } from "../src/kafka/types.ts";
 import { silentLogger } from "../src/logger.ts";
 import { createApiApp, type ApiAppOptions } from "../src/api/app.ts";
@@ -33,7 +34,7 @@ export class FakeSink implements MessageSink {
       messages.map((m) => {
         // Cheap on purpose: the benchmark's fake sink should cost next to nothing.
         const partition = m.key ? Bun.hash.crc32(m.key) % partitions : 0;
-        const tp = `${m.topic}:${partition}`;
+        const tp = tpKey({ topic: m.topic, partition });
         const offset = this.offsets.get(tp) ?? 0;
         this.offsets.set(tp, offset + 1);
         return { topic: m.topic, partition, offset };

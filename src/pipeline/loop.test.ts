@@ -156,6 +156,19 @@ describe("consume loop", () => {
     expect(source.seeks).toEqual([]);
   });
 
+  test("a commit refused for good is not retried: the batch is sought back to come again", async () => {
+    const { handler, started } = gatedHandler();
+    const { source } = start(handler);
+    await source.assign([P0]);
+    source.commitFailures.push(new KafkaError(3, "unknown topic or partition", { codeName: "UNKNOWN_TOPIC_OR_PART", retriable: false }));
+    source.feed(messages(0, [8, 9]));
+    await waitFor(() => started.length === 1, "the batch");
+    started[0]!.release();
+    await waitFor(() => source.seeks.length === 1, "the seek back");
+    expect(source.seeks[0]).toEqual([{ topic: "t", partition: 0, offset: 8 }]);
+    expect(source.commits).toEqual([]);
+  });
+
   test("a batch whose results cannot be published is not committed and is sought back; the next one fails with it", async () => {
     const { handler, started } = gatedHandler({ overlap: true });
     const { source, publisher } = start(handler);

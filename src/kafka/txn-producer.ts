@@ -148,6 +148,8 @@ class TxnLane extends Producer {
         ),
       ),
     );
+    // Into librdkafka now rather than at the end of the task: the commit follows right away.
+    this.produceStaged();
     try {
       // Every message must be inside librdkafka before the commit: one still waiting for room in
       // its queue would land after it, outside this transaction.

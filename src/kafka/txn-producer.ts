@@ -55,6 +55,8 @@ interface Request {
 let instances = 0;
 
 export const DEFAULT_LANES = 3;
+/** A transaction running longer than this no longer keeps the other lanes from starting under heavy load. */
+const STALLED_MS = 1000;
 
 function toKafkaError(e: TxnError): KafkaError {
   return new KafkaError(e.code, e.message.replace(/^[^:]*: /, ""), e);
@@ -74,8 +76,9 @@ class TxnLane extends Producer {
   committed = 0;
   aborted = 0;
 
-  /** When the last transaction of this lane ended (performance.now()). */
+  /** When the last transaction of this lane ended, and when the current one began (performance.now()). */
   idleSince = 0;
+  runningSince = 0;
 
   constructor(config: KafkaConfig, options: TransactionalOptions, transactionalId: string) {
     super(config, options, { ...PRODUCER_SAFETY, "transactional.id": transactionalId });
@@ -131,6 +134,7 @@ class TxnLane extends Producer {
 
   /** Runs one group as one transaction; settles every request of it. */
   async run(group: Request[]): Promise<void> {
+    this.runningSince = performance.now();
     try {
       await this.ready.catch(() => {});
       if (this.broken) {
@@ -310,12 +314,22 @@ export class TransactionalProducer implements MessageSink {
     return this.sendAll([message]).then((r) => r[0]!);
   }
 
+  /**
+   * Some lane is in a transaction that began less than `STALLED_MS` ago. NOTE: a lane that takes
+   * longer (an abort retried against an unreachable broker) must not hold the others back.
+   */
+  private committing(): boolean {
+    const now = performance.now();
+    for (const l of this.busy) if (now - l.runningSince < STALLED_MS) return true;
+    return false;
+  }
+
   /** Starts queued groups on free lanes, the one idle longest first. */
   private dispatch(): void {
     while (this.queue.length > 0) {
       let lane: TxnLane | undefined;
       for (const l of this.lanes) if (!this.busy.has(l) && (!lane || l.idleSince < lane.idleSince)) lane = l;
-      if (!lane || (this.heavy && this.busy.size > 0)) return;
+      if (!lane || (this.heavy && this.committing())) return;
       const group = this.queue.splice(0, this.maxGroup);
       this.busy.add(lane);
       const chosen = lane;

@@ -300,6 +300,11 @@ export class TransactionalProducer implements MessageSink {
     return this.lanes.reduce((n, l) => n + l.aborted, 0);
   }
 
+  /** Transactions running now (at most one per lane). */
+  get running(): number {
+    return this.busy.size;
+  }
+
   sendAll(messages: OutgoingMessage[]): Promise<DeliveryReport[]> {
     if (this.stopped) return Promise.reject(closedError());
     const broken = this.fatalError;

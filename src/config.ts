@@ -116,6 +116,7 @@ export const EnvSchema = v.object({
   AUTH_DISABLED: bool(false),
   MAX_BODY_BYTES: int(65536, 1, 64 * 1024 * 1024),
   KAFKA_TRANSACTIONS: bool(true),
+  KAFKA_TXN_LANES: int(3, 1, 16),
   // Unset or empty: no schema registry.
   SCHEMA_REGISTRY_URL: v.optional(
     v.pipe(
@@ -160,6 +161,8 @@ export interface Config {
     overrides: Record<string, string>;
     groupId?: string;
     transactions: boolean;
+    /** Transactions the api keeps open at once, each on its own producer handle (default 3). */
+    txnLanes?: number;
     /** The topics exist already and are not to be created at start-up (dev mode's mock cluster). */
     topicsCreated?: boolean;
   };
@@ -236,6 +239,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       overrides: rdkafkaOverrides(env),
       groupId: e.KAFKA_GROUP_ID,
       transactions: e.KAFKA_TRANSACTIONS,
+      txnLanes: e.KAFKA_TXN_LANES,
     },
     postgresDsn: e.POSTGRES_DSN,
     loki: { url: e.LOKI_URL, tenant: e.LOKI_TENANT, username: e.LOKI_USERNAME, password: e.LOKI_PASSWORD },

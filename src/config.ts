@@ -116,6 +116,7 @@ export const EnvSchema = v.object({
   AUTH_DISABLED: bool(false),
   MAX_BODY_BYTES: int(65536, 1, 64 * 1024 * 1024),
   KAFKA_TRANSACTIONS: bool(true),
+  KAFKA_TXN_LANES: int(3, 1, 16),
   // Unset or empty: no schema registry.
   SCHEMA_REGISTRY_URL: v.optional(
     v.pipe(
@@ -188,6 +189,8 @@ function toConfig(e: Env) {
       overrides: {} as Record<string, string>,
       groupId: e.KAFKA_GROUP_ID,
       transactions: e.KAFKA_TRANSACTIONS,
+      /** Transactions the api keeps open at once, each on its own producer handle (default 3). */
+      txnLanes: e.KAFKA_TXN_LANES as number | undefined,
       /** The topics exist already and are not to be created at start-up (dev mode's mock cluster). */
       topicsCreated: undefined as boolean | undefined,
     },

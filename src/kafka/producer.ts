@@ -296,8 +296,11 @@ export class Producer implements MessageSink {
     }
   }
 
-  /** Hands the staged sends to librdkafka, in order; from the first that finds its queue full on, they wait. */
-  private produceStaged(): void {
+  /**
+   * Hands the staged sends to librdkafka, in order; from the first that finds its queue full on, they wait.
+   * Runs at the end of the task by itself; a subclass calls it to produce at once.
+   */
+  protected produceStaged(): void {
     this.stageScheduled = false;
     const messages = this.staged;
     const ids = this.stagedIds;

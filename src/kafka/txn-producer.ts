@@ -4,11 +4,19 @@
  * new calls queue up and go into the next one. Each call's messages are in exactly one
  * transaction, so a `read_committed` reader sees all of them or none.
  *
- * It can keep several "lanes" (librdkafka handles with their own transactional ids) and starts
- * each group on the lane that finished longest ago. NOTE: one lane is the default: since the
- * worker begins the next transaction right after a commit, one lane's groups grow with the load
- * and it out-ran 2–4 lanes (50 concurrent callers: 11–13k sendAll/s with 1 lane, 7k with 2,
- * 5k with 4, p50 3 ms vs 5–6 ms), because every extra transaction costs CPU on both sides.
+ * It keeps several "lanes" (librdkafka handles with their own transactional ids, 3 by default)
+ * and starts each group on the lane that finished longest ago. NOTE: two reasons, both measured
+ * (bench/txn.ts):
+ * - light load: a call that arrives while a transaction commits (~3–4 ms here: AddPartitionsToTxn,
+ *   one Produce per partition, EndTxn) starts at once on another lane instead of waiting for it
+ *   (1,000 calls/s: p50 4.5–5.0 ms with 3 lanes, 6.4–7.2 ms with one);
+ * - a lane rests between its transactions: the coordinator answers EndTxn before it has written
+ *   the markers, and an AddPartitionsToTxn for the same transactional id until then gets
+ *   CONCURRENT_TRANSACTIONS, which librdkafka retries after a fixed 20 ms (rdkafka_txnmgr.c) — the
+ *   p90 of back-to-back transactions on one lane was 16–23 ms on a busy machine, 3.5–4 ms on two.
+ * Under heavy load every extra transaction costs CPU on both sides (50 callers: 11–13k sendAll/s
+ * with 1 lane, 7k with 2), so once calls queue up in numbers (`overlapBelow`) only one
+ * transaction runs at a time, still rotating over the lanes, and groups stay large.
  *
  * The blocking librdkafka calls (init/commit/abort) run on a Worker thread (`txn-worker.ts`);
  * producing and delivery reports stay on this thread. NOTE: commit waits for delivery reports to
@@ -24,10 +32,16 @@ import type { DeliveryReport, KafkaConfig, MessageSink, OutgoingMessage } from "
 export interface TransactionalOptions extends ProducerOptions {
   /** Defaults to `kitsune-<host>-<pid>-<n>`: unique per producer, stable across restarts of a container. */
   transactionalId?: string;
-  /** Transactions that may be open at once, each on its own handle. */
+  /** Transactions that may be open at once, each on its own handle (default 3). */
   lanes?: number;
   /** Most `sendAll` calls in one transaction. */
   maxGroup?: number;
+  /**
+   * A transaction starts while another one is still committing only if fewer than this many calls
+   * were waiting when the last one ended (light load: overlap for latency); with more (heavy load)
+   * groups wait for the running one, so they stay large and the broker commits fewer of them.
+   */
+  overlapBelow?: number;
   /** Budget for init/commit/abort, each. */
   txnTimeoutMs?: number;
 }
@@ -39,6 +53,10 @@ interface Request {
 }
 
 let instances = 0;
+
+export const DEFAULT_LANES = 3;
+/** A transaction running longer than this no longer keeps the other lanes from starting under heavy load. */
+const STALLED_MS = 1000;
 
 function toKafkaError(e: TxnError): KafkaError {
   return new KafkaError(e.code, e.message.replace(/^[^:]*: /, ""), e);
@@ -58,8 +76,9 @@ class TxnLane extends Producer {
   committed = 0;
   aborted = 0;
 
-  /** When the last transaction of this lane ended (performance.now()). */
+  /** When the last transaction of this lane ended, and when the current one began (performance.now()). */
   idleSince = 0;
+  runningSince = 0;
 
   constructor(config: KafkaConfig, options: TransactionalOptions, transactionalId: string) {
     super(config, options, { ...PRODUCER_SAFETY, "transactional.id": transactionalId });
@@ -115,6 +134,7 @@ class TxnLane extends Producer {
 
   /** Runs one group as one transaction; settles every request of it. */
   async run(group: Request[]): Promise<void> {
+    this.runningSince = performance.now();
     try {
       await this.ready.catch(() => {});
       if (this.broken) {
@@ -148,6 +168,8 @@ class TxnLane extends Producer {
         ),
       ),
     );
+    // Into librdkafka now rather than at the end of the task: the commit follows right away.
+    this.produceStaged();
     try {
       // Every message must be inside librdkafka before the commit: one still waiting for room in
       // its queue would land after it, outside this transaction.
@@ -237,13 +259,17 @@ export class TransactionalProducer implements MessageSink {
   private readonly queue: Request[] = [];
   private readonly busy = new Set<TxnLane>();
   private readonly maxGroup: number;
+  private readonly overlapBelow: number;
+  /** Calls were waiting in numbers when the last transaction ended (see `overlapBelow`). */
+  private heavy = false;
   private stopped = false;
   private idle: (() => void)[] = [];
 
   constructor(config: KafkaConfig, options: TransactionalOptions = {}) {
     const base = options.transactionalId ?? `kitsune-${hostname()}-${process.pid}-${++instances}`;
-    const n = Math.max(1, options.lanes ?? 1);
+    const n = Math.max(1, options.lanes ?? DEFAULT_LANES);
     this.maxGroup = options.maxGroup ?? 500;
+    this.overlapBelow = options.overlapBelow ?? 16;
     this.lanes = Array.from({ length: n }, (_, i) => new TxnLane(config, options, n === 1 ? base : `${base}-${i}`));
   }
 
@@ -274,6 +300,11 @@ export class TransactionalProducer implements MessageSink {
     return this.lanes.reduce((n, l) => n + l.aborted, 0);
   }
 
+  /** Transactions running now (at most one per lane). */
+  get running(): number {
+    return this.busy.size;
+  }
+
   sendAll(messages: OutgoingMessage[]): Promise<DeliveryReport[]> {
     if (this.stopped) return Promise.reject(closedError());
     const broken = this.fatalError;
@@ -288,17 +319,28 @@ export class TransactionalProducer implements MessageSink {
     return this.sendAll([message]).then((r) => r[0]!);
   }
 
+  /**
+   * Some lane is in a transaction that began less than `STALLED_MS` ago. NOTE: a lane that takes
+   * longer (an abort retried against an unreachable broker) must not hold the others back.
+   */
+  private committing(): boolean {
+    const now = performance.now();
+    for (const l of this.busy) if (now - l.runningSince < STALLED_MS) return true;
+    return false;
+  }
+
   /** Starts queued groups on free lanes, the one idle longest first. */
   private dispatch(): void {
     while (this.queue.length > 0) {
       let lane: TxnLane | undefined;
       for (const l of this.lanes) if (!this.busy.has(l) && (!lane || l.idleSince < lane.idleSince)) lane = l;
-      if (!lane) return;
+      if (!lane || (this.heavy && this.committing())) return;
       const group = this.queue.splice(0, this.maxGroup);
       this.busy.add(lane);
       const chosen = lane;
       void chosen.run(group).finally(() => {
         this.busy.delete(chosen);
+        this.heavy = this.queue.length >= this.overlapBelow;
         if (this.busy.size === 0 && this.queue.length === 0) for (const w of this.idle.splice(0)) w();
         this.dispatch();
       });

@@ -70,7 +70,7 @@ export async function start(config: Config, deps: ApiDeps): Promise<Service> {
     await ensureTopics(config, logger);
     const kafka = kafkaConfig(config);
     if (config.kafka.transactions) {
-      const txn = new TransactionalProducer(kafka);
+      const txn = new TransactionalProducer(kafka, config.kafka.txnLanes ? { lanes: config.kafka.txnLanes } : {});
       try {
         await txn.init();
       } catch (err) {

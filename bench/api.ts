@@ -41,6 +41,7 @@ import { createRegistry } from "../src/metrics.ts";
 import { start } from "../src/roles/api.ts";
 import { kafkaConfig, topicSpecs } from "../src/broker.ts";
 import { median, roundOrder, successes } from "./lib/rate.ts";
+import { recorder, writeLines } from "./lib/report.ts";
 
 export type Mode = "transactional" | "idempotent" | "fake";
 export const MODES: readonly Mode[] = ["transactional", "idempotent", "fake"];
@@ -433,15 +434,22 @@ export async function main(args: string[]): Promise<number> {
     console.error(`bench api: unknown mode ${unknown.join(", ")}\n${USAGE}`);
     return 2;
   }
-  await benchApi({
-    modes,
-    seconds: Number(flag(args, "--seconds") ?? 20),
-    connections: Number(flag(args, "--connections") ?? 50),
-    warmupSeconds: Number(flag(args, "--warmup") ?? 3),
-    repeat: Number(flag(args, "--repeat") ?? 3),
-    maxFailedShare: Number(flag(args, "--max-failed") ?? 0.01),
-    driver: (flag(args, "--driver") ?? "auto") as BenchOptions["driver"],
-  });
+  const { print, lines } = recorder();
+  let results: ModeResult[] | undefined;
+  try {
+    results = await benchApi({
+      print,
+      modes,
+      seconds: Number(flag(args, "--seconds") ?? 20),
+      connections: Number(flag(args, "--connections") ?? 50),
+      warmupSeconds: Number(flag(args, "--warmup") ?? 3),
+      repeat: Number(flag(args, "--repeat") ?? 3),
+      maxFailedShare: Number(flag(args, "--max-failed") ?? 0.01),
+      driver: (flag(args, "--driver") ?? "auto") as BenchOptions["driver"],
+    });
+  } finally {
+    writeLines("api", `bench api ${args.join(" ")}`.trim(), lines, { results });
+  }
   return 0;
 }
 

@@ -51,6 +51,7 @@ import {
 import { withSchema } from "../test/pg.ts";
 import { parseArgs } from "./lib/args.ts";
 import { batchRate, median, roundOrder, type Rate } from "./lib/rate.ts";
+import { recorder, writeLines } from "./lib/report.ts";
 
 export interface DbWorkerBenchOptions {
   events: number;
@@ -280,13 +281,20 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 export async function main(args: string[]): Promise<number> {
   const a = parseArgs(args);
-  const result = await benchDbWorker({
-    events: a.number("events", 200_000),
-    inProcess: a.flag("in-process"),
-    timeoutMs: a.number("timeout-seconds", 600) * 1000,
-    rounds: a.positive("rounds", 3),
-  });
-  console.log(result.ratio >= GOAL ? `goal met (ratio >= ${GOAL})` : `below goal (ratio < ${GOAL})`);
+  const { print, lines } = recorder();
+  let result: DbWorkerBenchResult | undefined;
+  try {
+    result = await benchDbWorker({
+      events: a.number("events", 200_000),
+      inProcess: a.flag("in-process"),
+      timeoutMs: a.number("timeout-seconds", 600) * 1000,
+      rounds: a.positive("rounds", 3),
+      print,
+    });
+    print(result.ratio >= GOAL ? `goal met (ratio >= ${GOAL})` : `below goal (ratio < ${GOAL})`);
+  } finally {
+    writeLines("db-worker", `bench db-worker ${args.join(" ")}`.trim(), lines, { result });
+  }
   return 0;
 }
 

@@ -48,6 +48,7 @@ import { decodeLogMessage, LOG_BATCH, splitPushes } from "../src/log/ship.ts";
 import { start } from "../src/roles/log-worker.ts";
 import type { FakeLokiCounters } from "../test/fake-loki.ts";
 import { deliveryWindow, median, roundOrder, type Sample } from "./lib/rate.ts";
+import { recorder, writeLines } from "./lib/report.ts";
 import { sendWindowed } from "./lib/window.ts";
 
 export interface LogWorkerBenchOptions {
@@ -409,14 +410,15 @@ export function profileStages(count = LOG_BATCH.maxMessages): string[] {
 
 export async function main(args: string[]): Promise<number> {
   const o = parseArgs(args);
+  const { print, lines } = recorder();
   const topic = `bench-logs-${crypto.randomUUID().slice(0, 8)}`;
   const admin = new Admin({ "bootstrap.servers": o.brokers });
   const receiver = await startReceiver();
   try {
     await admin.createTopics([{ name: topic, partitions: 3 }, { name: `${topic}.dlq`, partitions: 1 }]);
-    console.log(`log-worker bench: ${fmt(o.events)} events, topic ${topic}, receiver ${receiver.url} (counting only)`);
+    print(`log-worker bench: ${fmt(o.events)} events, topic ${topic}, receiver ${receiver.url} (counting only)`);
     const produced = await produceEvents(o, topic);
-    console.log(`produced   ${fmt(o.events)} events (${(produced.bytes / 1e6).toFixed(1)} MB) in ${produced.seconds.toFixed(2)} s`);
+    print(`produced   ${fmt(o.events)} events (${(produced.bytes / 1e6).toFixed(1)} MB) in ${produced.seconds.toFixed(2)} s`);
 
     // With --rounds R, floor and worker run R times, alternating (the side that went second goes
     // first in the next round); the best of each gives the ratio, the medians are printed too.
@@ -434,46 +436,47 @@ export async function main(args: string[]): Promise<number> {
           const r = run.result;
           if (!f || r.rate > f.rate) f = r;
           floorRates.push(r.rate);
-          console.log(
+          print(
             `floor      ${fmt(r.rate)} lines/s steady (${r.steadySeconds.toFixed(2)} s)  wall ${fmt(r.wallRate)} lines/s ` +
               `(${r.wallSeconds.toFixed(2)} s; ${r.pushes} pushes, ${LOG_BATCH.maxInFlight} in flight, ` +
               `${(r.wire / 1e6).toFixed(1)} MB gzip, encode ${(r.encodeMs / 1000).toFixed(2)} s of it)${tag}`,
           );
-          console.log(`           ${run.cpu}`);
+          print(`           ${run.cpu}`);
         } else {
           const run = await measured(receiver.pid, () => worker(o, topic, receiver.url, receiver.counters));
           const r = run.result;
           if (!w || r.rate > w.rate) w = r;
           workerRates.push(r.rate);
-          console.log(
+          print(
             `worker     ${fmt(r.rate)} lines/s steady (${r.steadySeconds.toFixed(2)} s)  ` +
               `wall ${fmt(r.wallRate)} lines/s (${r.wallSeconds.toFixed(2)} s incl. start-up and group join)${tag}`,
           );
-          console.log(`           ${run.cpu} (incl. start-up)`);
+          print(`           ${run.cpu} (incl. start-up)`);
         }
       }
     }
     if (!w) return 0;
     if (rounds > 1) {
-      console.log(`best       floor ${f ? fmt(f.rate) : "–"} lines/s, worker ${fmt(w.rate)} lines/s`);
-      console.log(`median     floor ${f ? fmt(median(floorRates)) : "–"} lines/s, worker ${fmt(median(workerRates))} lines/s`);
+      print(`best       floor ${f ? fmt(f.rate) : "–"} lines/s, worker ${fmt(w.rate)} lines/s`);
+      print(`median     floor ${f ? fmt(median(floorRates)) : "–"} lines/s, worker ${fmt(median(workerRates))} lines/s`);
     }
     const bare = await consumeOnly(o, topic);
-    console.log(`consumer   ${fmt(bare.rate)} msgs/s: our Kafka consumer alone, no processing (the worker's ceiling; worker = ${Math.round((w.rate / bare.rate) * 100)}% of it)`);
+    print(`consumer   ${fmt(bare.rate)} msgs/s: our Kafka consumer alone, no processing (the worker's ceiling; worker = ${Math.round((w.rate / bare.rate) * 100)}% of it)`);
     const pushes = w.metrics.find((m) => m.name === "kitsune_log_push_duration_seconds");
     const series = (suffix: string) =>
       (pushes?.values ?? []).filter((v) => (v as { metricName?: string }).metricName?.endsWith(suffix)).reduce((s, v) => s + v.value, 0);
     const count = series("_count");
     const sum = series("_sum");
-    if (count) console.log(`           ${count} pushes, ${((sum / count) * 1000).toFixed(1)} ms each on average (encode + request)`);
-    for (const line of profileStages()) console.log(`profile    ${line}`);
+    if (count) print(`           ${count} pushes, ${((sum / count) * 1000).toFixed(1)} ms each on average (encode + request)`);
+    for (const line of profileStages()) print(`profile    ${line}`);
     if (!f) return 0;
     const ratio = w.rate / f.rate;
-    console.log(`ratio=${ratio.toFixed(2)} median_ratio=${(median(workerRates) / median(floorRates)).toFixed(2)}`);
+    print(`ratio=${ratio.toFixed(2)} median_ratio=${(median(workerRates) / median(floorRates)).toFixed(2)}`);
     const met = ratio >= GOAL.ratio && w.rate >= GOAL.linesPerSecond;
-    console.log(`goal (≥ ${GOAL.ratio} × floor and ≥ ${fmt(GOAL.linesPerSecond)} lines/s): ${met ? "met" : "NOT met"}`);
+    print(`goal (≥ ${GOAL.ratio} × floor and ≥ ${fmt(GOAL.linesPerSecond)} lines/s): ${met ? "met" : "NOT met"}`);
     return 0;
   } finally {
+    writeLines("log-worker", `bench log-worker ${args.join(" ")}`.trim(), lines, { options: o });
     receiver.stop();
     await admin.deleteTopics([topic, `${topic}.dlq`]).catch(() => {});
     admin.close();

@@ -105,7 +105,7 @@ export async function benchDbWorker(opts: DbWorkerBenchOptions): Promise<DbWorke
     const after = await sessionsCpu(db.sql, application_name);
     const postgres = after !== undefined && before !== undefined ? after - before : undefined;
     const cost = postgres === undefined ? undefined : { clientUs: ((client.user + client.system) / 1000 / r.rows) * 1000, postgresUs: (postgres / r.rows) * 1000 };
-    const window = await transactionWindow(db.sql);
+    const window = await transactionWindow(db.sql, rows.length);
     return { perSecond: window.perSecond, seconds: window.seconds, wallPerSecond: (r.rows / r.ms) * 1000, transactions: r.transactions, cost };
   };
 
@@ -160,9 +160,12 @@ export async function benchDbWorker(opts: DbWorkerBenchOptions): Promise<DbWorke
  * The rate of the transactions that wrote `users` on this connection's schema: `batchRate` over
  * `created_at`, which is now() — the transaction's start — for both the floor and the worker.
  */
-async function transactionWindow(sql: Sql): Promise<Rate & { transactions: number }> {
+async function transactionWindow(sql: Sql, expected: number): Promise<Rate & { transactions: number }> {
   const batches = await sql<{ rows: number; at: number }[]>`
     SELECT count(*)::int AS rows, (extract(epoch FROM created_at) * 1000)::float8 AS at FROM users GROUP BY created_at`;
+  const rows = batches.reduce((n, b) => n + b.rows, 0);
+  // Commands that failed (dead-lettered) have no row; a run with any is not a throughput figure.
+  if (rows !== expected) throw new Error(`bench db-worker: ${rows} users written, expected ${expected}`);
   return { ...batchRate(batches), transactions: batches.length };
 }
 
@@ -226,7 +229,7 @@ async function runWorker(world: World, opts: DbWorkerBenchOptions): Promise<Work
   } finally {
     await stop();
   }
-  const window = await transactionWindow(world.db.sql);
+  const window = await transactionWindow(world.db.sql, opts.events);
   let cost: Cost | undefined;
   const commands = end!.n - start!.n;
   if (commands > 0 && start?.worker !== undefined && end?.worker !== undefined && start.postgres !== undefined && end.postgres !== undefined) {

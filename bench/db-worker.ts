@@ -8,12 +8,15 @@
  *
  * N `create_user` events are produced to a topic of their own before the worker starts; the worker
  * (`bun src/main.ts`, ROLE=db-worker, a child process) then works through the backlog into a fresh
- * schema. Its rate is taken from its own transactions: the batches' `idempotency_log.processed_at`
- * (each batch's transaction start), from the first batch's start to the last one's, over the events
- * of every batch but the last. Group join and first fetch are not counted. Floor and worker
- * alternate, `--rounds` times each (default 3), each run into a fresh schema, and the best run of
- * each counts. The floor's pool has the worker's options (POOL_OPTIONS: its deep pipeline tripled
- * the floor too). A floor on postgres.js's default pool is printed for reference
+ * schema. Both sides are timed the same way, from their own transactions: `users.created_at`
+ * (DEFAULT now(), the start of the transaction that wrote the row) from the first transaction's
+ * start to the last one's, over the rows of every transaction but the last (`batchRate`,
+ * lib/rate.ts). So neither side's start-up (the worker's group join and first fetch, the floor's
+ * first connections) nor its last transaction counts. Floor and worker alternate, `--rounds`
+ * times each (default 3; the side that went second goes first in the next round), each run into a
+ * fresh schema; the best run of each gives `ratio`, the medians `median_ratio`. The floor's pool
+ * has the worker's options (POOL_OPTIONS: its deep pipeline tripled the floor too). A floor on
+ * postgres.js's default pool is printed for reference
  * (`ratio_vs_default_pool`).
  *
  * The machine may be shared, so CPU per row is printed too where /proc shows it (PostgreSQL on
@@ -47,6 +50,8 @@ import {
 } from "../test/db-worker-harness.ts";
 import { withSchema } from "../test/pg.ts";
 import { parseArgs } from "./lib/args.ts";
+import { batchRate, median, roundOrder, type Rate } from "./lib/rate.ts";
+import { recorder, writeLines } from "./lib/report.ts";
 
 export interface DbWorkerBenchOptions {
   events: number;
@@ -68,9 +73,12 @@ export interface Cost {
 export interface DbWorkerBenchResult {
   events: number;
   batchSize: number;
-  worker: { perSecond: number; batches: number; seconds: number; cost?: Cost };
+  worker: { perSecond: number; batches: number; seconds: number; runs: number[]; cost?: Cost };
   floor: { perSecond: number; runs: number[]; cost?: Cost };
+  /** Best worker run ÷ best floor run. */
   ratio: number;
+  /** Median worker run ÷ median floor run. */
+  medianRatio: number;
 }
 
 /** The worker should reach this share of the floor. */
@@ -97,38 +105,74 @@ export async function benchDbWorker(opts: DbWorkerBenchOptions): Promise<DbWorke
     const after = await sessionsCpu(db.sql, application_name);
     const postgres = after !== undefined && before !== undefined ? after - before : undefined;
     const cost = postgres === undefined ? undefined : { clientUs: ((client.user + client.system) / 1000 / r.rows) * 1000, postgresUs: (postgres / r.rows) * 1000 };
-    return { perSecond: (r.rows / r.ms) * 1000, cost };
+    const window = await transactionWindow(db.sql, rows.length);
+    return { perSecond: window.perSecond, seconds: window.seconds, wallPerSecond: (r.rows / r.ms) * 1000, transactions: r.transactions, cost };
   };
 
   const plain = (await floorRun({})).perSecond;
   print(`floor with postgres.js defaults (reference): ${fmt(plain)} rows/s`);
 
-  // Floor and worker alternate, `rounds` times each; the best of each counts (the machine is noisy).
+  // Floor and worker alternate, `rounds` times each, the one that went second going first in the
+  // next round; the best of each counts (the machine is noisy), and the medians are printed too.
   const floors: Awaited<ReturnType<typeof floorRun>>[] = [];
-  const workers: DbWorkerBenchResult["worker"][] = [];
+  const workers: WorkerRun[] = [];
   for (let round = 1; round <= opts.rounds; round++) {
     const tag = opts.rounds > 1 ? ` (round ${round})` : "";
-    const floor = await floorRun();
-    floors.push(floor);
-    print(`floor: ${fmt(floor.perSecond)} rows/s${costText(floor.cost)}${tag}`);
-    const worker = await workerRound(events, opts);
-    workers.push(worker);
-    print(`worker: ${fmt(worker.perSecond)} commands/s (${worker.batches} transactions over ${worker.seconds.toFixed(2)} s)${costText(worker.cost)}${tag}`);
+    for (const side of roundOrder(round, ["floor", "worker"] as const)) {
+      if (side === "floor") {
+        const floor = await floorRun();
+        floors.push(floor);
+        print(
+          `floor: ${fmt(floor.perSecond)} rows/s (${floor.transactions} transactions over ${floor.seconds.toFixed(2)} s; ` +
+            `${fmt(floor.wallPerSecond)} rows/s over the whole call)${costText(floor.cost)}${tag}`,
+        );
+      } else {
+        const worker = await workerRound(events, opts);
+        workers.push(worker);
+        print(`worker: ${fmt(worker.perSecond)} commands/s (${worker.batches} transactions over ${worker.seconds.toFixed(2)} s)${costText(worker.cost)}${tag}`);
+      }
+    }
   }
   const floor = floors.reduce((x, y) => (y.perSecond > x.perSecond ? y : x));
   const worker = workers.reduce((x, y) => (y.perSecond > x.perSecond ? y : x));
   const ratio = worker.perSecond / floor.perSecond;
+  const floorRuns = floors.map((f) => f.perSecond);
+  const workerRuns = workers.map((w) => w.perSecond);
+  const medianRatio = median(workerRuns) / median(floorRuns);
   const cpu = worker.cost && floor.cost ? total(floor.cost) / total(worker.cost) : undefined;
   print(
     `events=${opts.events} batch=${batchSize} rounds=${opts.rounds} worker=${fmt(worker.perSecond)}/s floor=${fmt(floor.perSecond)}/s ratio=${ratio.toFixed(2)}` +
+      ` median: worker=${fmt(median(workerRuns))}/s floor=${fmt(median(floorRuns))}/s median_ratio=${medianRatio.toFixed(2)}` +
       (cpu === undefined ? "" : ` cpu_ratio=${cpu.toFixed(2)}`) +
       ` ratio_vs_default_pool=${(worker.perSecond / plain).toFixed(2)}`,
   );
-  return { events: opts.events, batchSize, worker, floor: { perSecond: floor.perSecond, runs: floors.map((f) => f.perSecond), cost: floor.cost }, ratio };
+  return {
+    events: opts.events,
+    batchSize,
+    worker: { ...worker, runs: workerRuns },
+    floor: { perSecond: floor.perSecond, runs: floorRuns, cost: floor.cost },
+    ratio,
+    medianRatio,
+  };
 }
 
+/**
+ * The rate of the transactions that wrote `users` on this connection's schema: `batchRate` over
+ * `created_at`, which is now() — the transaction's start — for both the floor and the worker.
+ */
+async function transactionWindow(sql: Sql, expected: number): Promise<Rate & { transactions: number }> {
+  const batches = await sql<{ rows: number; at: number }[]>`
+    SELECT count(*)::int AS rows, (extract(epoch FROM created_at) * 1000)::float8 AS at FROM users GROUP BY created_at`;
+  const rows = batches.reduce((n, b) => n + b.rows, 0);
+  // Commands that failed (dead-lettered) have no row; a run with any is not a throughput figure.
+  if (rows !== expected) throw new Error(`bench db-worker: ${rows} users written, expected ${expected}`);
+  return { ...batchRate(batches), transactions: batches.length };
+}
+
+type WorkerRun = Omit<DbWorkerBenchResult["worker"], "runs">;
+
 /** One worker run: the events produced to a topic of their own, applied into a fresh schema. */
-async function workerRound(events: CommandEvent[], opts: DbWorkerBenchOptions): Promise<DbWorkerBenchResult["worker"]> {
+async function workerRound(events: CommandEvent[], opts: DbWorkerBenchOptions): Promise<WorkerRun> {
   const print = opts.print ?? console.log;
   const world = await createWorld({ migrate: true });
   // An interrupted run still removes its topics and schema.
@@ -147,7 +191,7 @@ async function workerRound(events: CommandEvent[], opts: DbWorkerBenchOptions): 
 }
 
 /** Starts the worker on the backlog, waits until every event is applied, reads its rate from its transactions. */
-async function runWorker(world: World, opts: DbWorkerBenchOptions): Promise<DbWorkerBenchResult["worker"]> {
+async function runWorker(world: World, opts: DbWorkerBenchOptions): Promise<WorkerRun> {
   const print = opts.print ?? console.log;
   let stop: () => Promise<void>;
   let workerCpu: () => number | undefined;
@@ -185,19 +229,13 @@ async function runWorker(world: World, opts: DbWorkerBenchOptions): Promise<DbWo
   } finally {
     await stop();
   }
-  const batches = await world.db.sql<{ n: number; at: number }[]>`
-    SELECT count(*)::int AS n, extract(epoch FROM processed_at)::float8 AS at
-    FROM idempotency_log GROUP BY processed_at ORDER BY processed_at`;
-  const first = batches[0]!;
-  const last = batches.at(-1)!;
-  const seconds = last.at - first.at;
-  const counted = opts.events - last.n;
+  const window = await transactionWindow(world.db.sql, opts.events);
   let cost: Cost | undefined;
   const commands = end!.n - start!.n;
   if (commands > 0 && start?.worker !== undefined && end?.worker !== undefined && start.postgres !== undefined && end.postgres !== undefined) {
     cost = { clientUs: ((end.worker - start.worker) / commands) * 1000, postgresUs: ((end.postgres - start.postgres) / commands) * 1000 };
   }
-  return { perSecond: seconds > 0 ? counted / seconds : 0, batches: batches.length, seconds, cost };
+  return { perSecond: window.perSecond, batches: window.transactions, seconds: window.seconds, cost };
 }
 
 function childStopper(child: ReturnType<typeof spawnWorker>): () => Promise<void> {
@@ -246,13 +284,20 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 export async function main(args: string[]): Promise<number> {
   const a = parseArgs(args);
-  const result = await benchDbWorker({
-    events: a.number("events", 200_000),
-    inProcess: a.flag("in-process"),
-    timeoutMs: a.number("timeout-seconds", 600) * 1000,
-    rounds: a.positive("rounds", 3),
-  });
-  console.log(result.ratio >= GOAL ? `goal met (ratio >= ${GOAL})` : `below goal (ratio < ${GOAL})`);
+  const { print, lines } = recorder();
+  let result: DbWorkerBenchResult | undefined;
+  try {
+    result = await benchDbWorker({
+      events: a.number("events", 200_000),
+      inProcess: a.flag("in-process"),
+      timeoutMs: a.number("timeout-seconds", 600) * 1000,
+      rounds: a.positive("rounds", 3),
+      print,
+    });
+    print(result.ratio >= GOAL ? `goal met (ratio >= ${GOAL})` : `below goal (ratio < ${GOAL})`);
+  } finally {
+    writeLines("db-worker", `bench db-worker ${args.join(" ")}`.trim(), lines, { result });
+  }
   return 0;
 }
 

@@ -8,11 +8,19 @@
  * - The receiver is test/fake-loki.ts in counting mode (no storing, no request log), in a process
  *   of its own; it still gunzips, parses and validates every push the way Loki would.
  * - floor: the same events cut into the same pushes (batches of `LOG_BATCH.maxMessages`,
- *   `splitPushes`), each encoded with `encodePush` (loki-format.ts) and POSTed, one at a time —
- *   what any shipper must do at least, without Kafka.
+ *   `splitPushes`), each encoded with `encodePush` (loki-format.ts) and POSTed with as many on
+ *   their way at once as the worker allows (`LOG_BATCH.maxInFlight`; across batch boundaries too,
+ *   where the worker waits for a batch's last push) — what any shipper must do at least, without
+ *   Kafka and without decoding.
  * - worker: the log-worker role (`start` of src/roles/log-worker.ts) consuming the topic with a
- *   fresh group, timed from the first line the receiver counts to the N-th ("steady", the
- *   ratio) and from `start` (wall, which adds topic checks and the group join).
+ *   fresh group.
+ *
+ * Both are timed the same way, by watching the receiver's count (every 5 ms, from this process):
+ * from the first sample that sees lines to the one that sees all N, over the lines that arrived in
+ * between (`deliveryWindow`, lib/rate.ts; this is the ratio). The first push (or two) and everything
+ * before it — the worker's start-up, group join and first fetch, the floor's first encode — are
+ * left out on both sides. "wall" adds them back: from `start` for the worker, from the first push
+ * for the floor.
  * - consumer: the Kafka consumer alone on the same topic, doing nothing with the messages — the
  *   ceiling of the worker, which consumes and ships on the same JavaScript thread.
  * - profile: decode and encode cost per line, and gzip levels, on one batch.
@@ -25,7 +33,7 @@
  * ```sh
  * bun run bench log-worker                     # 500,000 events
  * bun run bench log-worker --events 100000
- * bun run bench log-worker --rounds 1           # one run each (default: best of 3 each, alternating)
+ * bun run bench log-worker --rounds 1           # one run each (default: 3 each, alternating; best and median)
  * bun bench/log-worker.ts --events 200000 --brokers 127.0.0.1:9092
  * ```
  */
@@ -39,13 +47,16 @@ import { DEFAULT_GZIP_LEVEL, encodePush, LOKI_PUSH_PATH, toLokiEntry } from "../
 import { decodeLogMessage, LOG_BATCH, splitPushes } from "../src/log/ship.ts";
 import { start } from "../src/roles/log-worker.ts";
 import type { FakeLokiCounters } from "../test/fake-loki.ts";
+import { deliveryWindow, median, roundOrder, type Sample } from "./lib/rate.ts";
+import { recorder, writeLines } from "./lib/report.ts";
+import { sendWindowed } from "./lib/window.ts";
 
 export interface LogWorkerBenchOptions {
   events: number;
   brokers: string;
   /** Run only one side (for profiling); no ratio then. */
   only?: "floor" | "worker";
-  /** Floor and worker runs each, alternating; the best of each counts (default 3: the machine is noisy). */
+  /** Floor and worker runs each, alternating; the best of each gives the ratio, the medians are printed too (default 3: the machine is noisy). */
   rounds?: number;
 }
 
@@ -221,38 +232,80 @@ export async function produceEvents(o: LogWorkerBenchOptions, topic: string): Pr
   return { seconds: (performance.now() - started) / 1000, bytes };
 }
 
-/** The same pushes the worker makes, encoded and POSTed one at a time. */
+/** How often both sides' runs look at the receiver's count. */
+const WATCH_MS = 5;
+
+/**
+ * The receiver's accepted count, from `before` on, sampled every `WATCH_MS` until it reaches
+ * `expected` (or `stop()` says the run failed, or the deadline passes).
+ */
+async function watchDelivery(
+  counters: () => Promise<FakeLokiCounters>,
+  before: number,
+  expected: number,
+  deadline: number,
+  stop: () => boolean = () => false,
+): Promise<Sample[]> {
+  const samples: Sample[] = [];
+  for (;;) {
+    const count = (await counters()).accepted - before;
+    const at = performance.now();
+    samples.push({ at, count });
+    if (count >= expected || stop()) return samples;
+    if (at > deadline) throw new Error(`delivered ${count} of ${expected} lines before the deadline`);
+    await Bun.sleep(WATCH_MS);
+  }
+}
+
+/** The longest a run may take. */
+const deadlineFrom = (started: number, events: number) => started + Math.max(120_000, events / 5);
+
+/**
+ * The same pushes the worker makes, encoded and POSTed with `LOG_BATCH.maxInFlight` on their way
+ * at once, timed like the worker.
+ */
 export async function floor(o: LogWorkerBenchOptions, url: string, counters: () => Promise<FakeLokiCounters>) {
   const before = (await counters()).accepted;
-  const batches: { entry: ReturnType<typeof toLokiEntry>; bytes: number }[][][] = [];
+  const pushes: ReturnType<typeof toLokiEntry>[][] = [];
   for (let from = 0; from < o.events; from += LOG_BATCH.maxMessages) {
     const items = [];
     for (let i = from; i < Math.min(o.events, from + LOG_BATCH.maxMessages); i++) {
       const entry = toLokiEntry(benchEvent(i));
       items.push({ entry, bytes: Buffer.byteLength(entry.line) });
     }
-    batches.push(splitPushes(items));
+    for (const push of splitPushes(items)) pushes.push(push.map((p) => p.entry));
   }
-  let pushes = 0;
   let encodeMs = 0;
   let wire = 0;
+  let failed = false;
   const started = performance.now();
-  for (const batch of batches) {
-    for (const push of batch) {
-      const t = performance.now();
-      const { body, headers } = encodePush(push.map((p) => p.entry));
-      encodeMs += performance.now() - t;
-      wire += body.byteLength;
-      const res = await fetch(`${url}${LOKI_PUSH_PATH}`, { method: "POST", body, headers });
-      await res.arrayBuffer();
-      if (res.status !== 204) throw new Error(`floor push answered ${res.status}`);
-      pushes++;
-    }
-  }
-  const seconds = (performance.now() - started) / 1000;
+  const watching = watchDelivery(counters, before, o.events, deadlineFrom(started, o.events), () => failed);
+  const pushing = sendWindowed(pushes.length, LOG_BATCH.maxInFlight, async (i) => {
+    const t = performance.now();
+    const { body, headers } = encodePush(pushes[i]!);
+    encodeMs += performance.now() - t;
+    wire += body.byteLength;
+    const res = await fetch(`${url}${LOKI_PUSH_PATH}`, { method: "POST", body, headers });
+    await res.arrayBuffer();
+    if (res.status !== 204) throw new Error(`floor push answered ${res.status}`);
+  }).catch((err: unknown) => {
+    failed = true;
+    throw err;
+  });
+  const [, samples] = await Promise.all([pushing, watching]);
+  const last = samples.at(-1)!;
   const accepted = (await counters()).accepted - before;
   if (accepted !== o.events) throw new Error(`floor: receiver counted ${accepted} lines, expected ${o.events}`);
-  return { seconds, rate: o.events / seconds, pushes, encodeMs, wire };
+  const window = deliveryWindow(samples, o.events);
+  return {
+    steadySeconds: window.seconds,
+    rate: window.perSecond,
+    wallSeconds: (last.at - started) / 1000,
+    wallRate: o.events / ((last.at - started) / 1000),
+    pushes: pushes.length,
+    encodeMs,
+    wire,
+  };
 }
 
 export async function worker(o: LogWorkerBenchOptions, topic: string, url: string, counters: () => Promise<FakeLokiCounters>) {
@@ -268,30 +321,19 @@ export async function worker(o: LogWorkerBenchOptions, topic: string, url: strin
   const registry = new Registry();
   const started = performance.now();
   const service = await start(config, { logger: createLogger("warn"), registry });
-  let first: { at: number; count: number } | undefined;
-  let last = 0;
+  let samples: Sample[];
   try {
-    const deadline = started + Math.max(120_000, o.events / 5);
-    for (;;) {
-      const count = (await counters()).accepted - before;
-      const now = performance.now();
-      if (count > 0 && !first) first = { at: now, count };
-      if (count >= o.events) {
-        last = now;
-        break;
-      }
-      if (now > deadline) throw new Error(`worker delivered ${count} of ${o.events} lines before the deadline`);
-      await Bun.sleep(20);
-    }
+    samples = await watchDelivery(counters, before, o.events, deadlineFrom(started, o.events));
   } finally {
     await service.stop();
   }
-  const steadySeconds = (last - first!.at) / 1000;
+  const last = samples.at(-1)!;
+  const window = deliveryWindow(samples, o.events);
   return {
-    wallSeconds: (last - started) / 1000,
-    steadySeconds,
-    rate: (o.events - first!.count) / steadySeconds,
-    wallRate: o.events / ((last - started) / 1000),
+    steadySeconds: window.seconds,
+    rate: window.perSecond,
+    wallSeconds: (last.at - started) / 1000,
+    wallRate: o.events / ((last.at - started) / 1000),
     metrics: await registry.getMetricsAsJSON(),
   };
 }
@@ -368,59 +410,73 @@ export function profileStages(count = LOG_BATCH.maxMessages): string[] {
 
 export async function main(args: string[]): Promise<number> {
   const o = parseArgs(args);
+  const { print, lines } = recorder();
   const topic = `bench-logs-${crypto.randomUUID().slice(0, 8)}`;
   const admin = new Admin({ "bootstrap.servers": o.brokers });
   const receiver = await startReceiver();
   try {
     await admin.createTopics([{ name: topic, partitions: 3 }, { name: `${topic}.dlq`, partitions: 1 }]);
-    console.log(`log-worker bench: ${fmt(o.events)} events, topic ${topic}, receiver ${receiver.url} (counting only)`);
+    print(`log-worker bench: ${fmt(o.events)} events, topic ${topic}, receiver ${receiver.url} (counting only)`);
     const produced = await produceEvents(o, topic);
-    console.log(`produced   ${fmt(o.events)} events (${(produced.bytes / 1e6).toFixed(1)} MB) in ${produced.seconds.toFixed(2)} s`);
+    print(`produced   ${fmt(o.events)} events (${(produced.bytes / 1e6).toFixed(1)} MB) in ${produced.seconds.toFixed(2)} s`);
 
-    // With --rounds R, floor and worker run R times, alternating; the best of each counts.
+    // With --rounds R, floor and worker run R times, alternating (the side that went second goes
+    // first in the next round); the best of each gives the ratio, the medians are printed too.
     let f: Awaited<ReturnType<typeof floor>> | undefined;
     let w: Awaited<ReturnType<typeof worker>> | undefined;
+    const floorRates: number[] = [];
+    const workerRates: number[] = [];
     const rounds = o.rounds ?? 3;
     for (let round = 1; round <= rounds; round++) {
       const tag = rounds > 1 ? ` (round ${round})` : "";
-      if (o.only !== "worker") {
-        const run = await measured(receiver.pid, () => floor(o, receiver.url, receiver.counters));
-        if (!f || run.result.rate > f.rate) f = run.result;
-        const r = run.result;
-        console.log(
-          `floor      ${fmt(r.rate)} lines/s  (${r.seconds.toFixed(2)} s, ${r.pushes} pushes, ` +
-            `${(r.wire / 1e6).toFixed(1)} MB gzip, encode ${(r.encodeMs / 1000).toFixed(2)} s of it)${tag}`,
-        );
-        console.log(`           ${run.cpu}`);
+      for (const side of roundOrder(round, ["floor", "worker"] as const)) {
+        if (o.only !== undefined && o.only !== side) continue;
+        if (side === "floor") {
+          const run = await measured(receiver.pid, () => floor(o, receiver.url, receiver.counters));
+          const r = run.result;
+          if (!f || r.rate > f.rate) f = r;
+          floorRates.push(r.rate);
+          print(
+            `floor      ${fmt(r.rate)} lines/s steady (${r.steadySeconds.toFixed(2)} s)  wall ${fmt(r.wallRate)} lines/s ` +
+              `(${r.wallSeconds.toFixed(2)} s; ${r.pushes} pushes, ${LOG_BATCH.maxInFlight} in flight, ` +
+              `${(r.wire / 1e6).toFixed(1)} MB gzip, encode ${(r.encodeMs / 1000).toFixed(2)} s of it)${tag}`,
+          );
+          print(`           ${run.cpu}`);
+        } else {
+          const run = await measured(receiver.pid, () => worker(o, topic, receiver.url, receiver.counters));
+          const r = run.result;
+          if (!w || r.rate > w.rate) w = r;
+          workerRates.push(r.rate);
+          print(
+            `worker     ${fmt(r.rate)} lines/s steady (${r.steadySeconds.toFixed(2)} s)  ` +
+              `wall ${fmt(r.wallRate)} lines/s (${r.wallSeconds.toFixed(2)} s incl. start-up and group join)${tag}`,
+          );
+          print(`           ${run.cpu} (incl. start-up)`);
+        }
       }
-      if (o.only === "floor") continue;
-      const run = await measured(receiver.pid, () => worker(o, topic, receiver.url, receiver.counters));
-      if (!w || run.result.rate > w.rate) w = run.result;
-      const r = run.result;
-      console.log(
-        `worker     ${fmt(r.rate)} lines/s steady (${r.steadySeconds.toFixed(2)} s)  ` +
-          `wall ${fmt(r.wallRate)} lines/s (${r.wallSeconds.toFixed(2)} s incl. start-up and group join)${tag}`,
-      );
-      console.log(`           ${run.cpu} (incl. start-up)`);
     }
     if (!w) return 0;
-    if (rounds > 1) console.log(`best       floor ${f ? fmt(f.rate) : "–"} lines/s, worker ${fmt(w.rate)} lines/s`);
+    if (rounds > 1) {
+      print(`best       floor ${f ? fmt(f.rate) : "–"} lines/s, worker ${fmt(w.rate)} lines/s`);
+      print(`median     floor ${f ? fmt(median(floorRates)) : "–"} lines/s, worker ${fmt(median(workerRates))} lines/s`);
+    }
     const bare = await consumeOnly(o, topic);
-    console.log(`consumer   ${fmt(bare.rate)} msgs/s: our Kafka consumer alone, no processing (the worker's ceiling; worker = ${Math.round((w.rate / bare.rate) * 100)}% of it)`);
+    print(`consumer   ${fmt(bare.rate)} msgs/s: our Kafka consumer alone, no processing (the worker's ceiling; worker = ${Math.round((w.rate / bare.rate) * 100)}% of it)`);
     const pushes = w.metrics.find((m) => m.name === "kitsune_log_push_duration_seconds");
     const series = (suffix: string) =>
       (pushes?.values ?? []).filter((v) => (v as { metricName?: string }).metricName?.endsWith(suffix)).reduce((s, v) => s + v.value, 0);
     const count = series("_count");
     const sum = series("_sum");
-    if (count) console.log(`           ${count} pushes, ${((sum / count) * 1000).toFixed(1)} ms each on average (encode + request)`);
-    for (const line of profileStages()) console.log(`profile    ${line}`);
+    if (count) print(`           ${count} pushes, ${((sum / count) * 1000).toFixed(1)} ms each on average (encode + request)`);
+    for (const line of profileStages()) print(`profile    ${line}`);
     if (!f) return 0;
     const ratio = w.rate / f.rate;
-    console.log(`ratio=${ratio.toFixed(2)}`);
+    print(`ratio=${ratio.toFixed(2)} median_ratio=${(median(workerRates) / median(floorRates)).toFixed(2)}`);
     const met = ratio >= GOAL.ratio && w.rate >= GOAL.linesPerSecond;
-    console.log(`goal (≥ ${GOAL.ratio} × floor and ≥ ${fmt(GOAL.linesPerSecond)} lines/s): ${met ? "met" : "NOT met"}`);
+    print(`goal (≥ ${GOAL.ratio} × floor and ≥ ${fmt(GOAL.linesPerSecond)} lines/s): ${met ? "met" : "NOT met"}`);
     return 0;
   } finally {
+    writeLines("log-worker", `bench log-worker ${args.join(" ")}`.trim(), lines, { options: o });
     receiver.stop();
     await admin.deleteTopics([topic, `${topic}.dlq`]).catch(() => {});
     admin.close();

@@ -11,6 +11,7 @@
  * give the commit itself, but it needs a server restart and is off on the shared server.
  */
 import type { Sql } from "postgres";
+import { batchRate } from "./rate.ts";
 
 /** Milliseconds since 1970 in a UUIDv7 (its first 48 bits), in SQL. */
 const UUID7_MS = `('x' || substr(replace(event_id, '-', ''), 1, 12))::bit(48)::bigint`;
@@ -25,16 +26,27 @@ export async function commitLatencies(sql: Sql, prefix: string): Promise<Float64
   return Float64Array.from(rows, (r) => r.ms);
 }
 
-/** Rows applied per second by the db-worker for a phase: count over the processed_at span. */
-export async function appliedRate(sql: Sql, prefix: string): Promise<{ rows: number; seconds: number; perSecond: number }> {
-  const [r] = await sql.unsafe<{ n: number; s: number }[]>(
-    `SELECT count(*)::int AS n, coalesce(extract(epoch FROM max(processed_at) - min(processed_at)), 0)::float8 AS s
-       FROM idempotency_log WHERE key LIKE $1 AND status = 'applied'`,
+export interface AppliedRate {
+  /** Every applied row of the phase. */
+  rows: number;
+  /** The rows in the window: all but the last batch's. */
+  counted: number;
+  seconds: number;
+  perSecond: number;
+}
+
+/**
+ * Rows applied per second by the db-worker for a phase, from its transactions' `processed_at`
+ * (each batch's start): `batchRate` — the last batch's rows are left out, since its duration is not known.
+ */
+export async function appliedRate(sql: Sql, prefix: string): Promise<AppliedRate> {
+  const batches = await sql.unsafe<{ rows: number; at: number }[]>(
+    `SELECT count(*)::int AS rows, (extract(epoch FROM processed_at) * 1000)::float8 AS at
+       FROM idempotency_log WHERE key LIKE $1 AND status = 'applied' GROUP BY processed_at`,
     [`${prefix}-%`],
   );
-  const rows = r?.n ?? 0;
-  const seconds = r?.s ?? 0;
-  return { rows, seconds, perSecond: seconds > 0 ? rows / seconds : 0 };
+  const r = batchRate(batches);
+  return { rows: batches.reduce((n, b) => n + b.rows, 0), counted: r.count, seconds: r.seconds, perSecond: r.perSecond };
 }
 
 /** `processed_at` of the newest row with keys `<prefix>-…`, in ms since 1970 (0 when none). */

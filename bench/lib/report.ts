@@ -36,3 +36,24 @@ export function table(header: string[], rows: (string | number)[][]): string {
   const line = (cells: (string | number)[]) => `| ${cells.map(String).join(" | ")} |`;
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }
+
+/**
+ * A benchmark's printed lines as a report: `<kind>.md` (the lines as printed, after `title`) and
+ * `<kind>.json` (`json` with the lines). For the benchmarks whose output is their report.
+ */
+export function writeLines(kind: string, title: string, lines: string[], json: Record<string, unknown> = {}, options?: { dir?: string; date?: Date }) {
+  const markdown = `# ${title}\n\n\`\`\`\n${lines.join("\n")}\n\`\`\`\n`;
+  return writeReport(kind, { json: { ...json, lines }, markdown }, options);
+}
+
+/** A `print` that also keeps what it printed. */
+export function recorder(print: (line: string) => void = console.log): { print: (line: string) => void; lines: string[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    print: (line) => {
+      lines.push(line);
+      print(line);
+    },
+  };
+}

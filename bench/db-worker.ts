@@ -34,7 +34,7 @@ import { readFileSync } from "node:fs";
 import type { Options, Sql } from "postgres";
 import type { CommandEvent } from "../src/contracts.ts";
 import { ensureTopics } from "../src/broker.ts";
-import { insertUsersDirect } from "../src/db/floor.ts";
+import { insertUsersDirect } from "./lib/floor.ts";
 import { migrate } from "../src/db/migrations.ts";
 import { silentLogger } from "../src/logger.ts";
 import { DB_BATCH, POOL_OPTIONS } from "../src/roles/db-worker.ts";

@@ -1,5 +1,5 @@
 /**
- * @module db/floor
+ * @module bench/lib/floor
  * The benchmark's floor: the same users inserted by postgres.js straight into PostgreSQL, no Kafka,
  * no registry, no idempotency log. What the db-worker adds is measured against this.
  *

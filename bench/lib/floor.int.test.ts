@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, beforeEach, expect, setDefaultTimeout, test } from "bun:test";
 import { withSchema, type TestSchema } from "../../test/pg.ts";
 import { insertUsersDirect } from "./floor.ts";
-import { migrate } from "./migrations.ts";
+import { migrate } from "../../src/db/migrations.ts";
 
 // A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
 setDefaultTimeout(30_000);

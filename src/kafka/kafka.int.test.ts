@@ -497,6 +497,8 @@ describe("transactions", () => {
 
     // "aborted-1" was written to the log, then aborted: offsets 0–7 are committed-1, its commit
     // marker, aborted-1, its abort marker, committed-2, marker, marker, marker (without aborted-1: 7).
+    // The coordinator writes markers after EndTxn has answered: wait for them.
+    await until(() => admin.watermarks(topic, 0).high >= 8, "the transaction markers");
     expect(admin.watermarks(topic, 0).high).toBe(8);
 
     const got = await readUntilMarker(topic);

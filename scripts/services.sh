@@ -187,17 +187,22 @@ kafka_ready() {
   fi
 }
 
+# stop_pidfile FILE NAME SECONDS: stops the process FILE names (TERM, then KILL after SECONDS), removes FILE.
+stop_pidfile() {
+  local file=$1 name=$2 seconds=$3 pid
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 $((seconds * 2))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
 kafka_down() {
   if [ -f "$KAFKA_STATE/kafka.pid" ]; then
-    local pid
-    pid=$(cat "$KAFKA_STATE/kafka.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      log "stopping Kafka (pid $pid)"
-      kill "$pid"
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$KAFKA_STATE/kafka.pid"
+    stop_pidfile "$KAFKA_STATE/kafka.pid" Kafka 30
   else
     log "Kafka was not started by this script; leaving it"
   fi
@@ -333,15 +338,7 @@ registry_up() {
 
 registry_down() {
   [ -f "$REGISTRY_STATE/registry.pid" ] || return 0
-  local pid
-  pid=$(cat "$REGISTRY_STATE/registry.pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping Apicurio Registry (pid $pid)"
-    kill "$pid"
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$REGISTRY_STATE/registry.pid"
+  stop_pidfile "$REGISTRY_STATE/registry.pid" "Apicurio Registry" 20
 }
 
 status() {

@@ -15,6 +15,7 @@ import { ORIGINAL_EXAMPLE } from "../test/fakes.ts";
 import { collect, json } from "../test/db-worker-harness.ts";
 import type { CommandResult } from "./contracts.ts";
 import { Admin } from "./kafka/admin.ts";
+import { waitForValue } from "../test/wait.ts";
 
 // A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
 setDefaultTimeout(30_000);
@@ -69,15 +70,7 @@ function execute(port: number, body: unknown): Promise<Response> {
   });
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(200);
-  }
-}
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, ms = 30_000): Promise<T> => waitForValue(what, fn, { timeoutMs: ms });
 
 /** A port the OS just handed out (a random one could be another test file's). */
 function freePort(): number {

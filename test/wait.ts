@@ -12,3 +12,10 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
     await Bun.sleep(intervalMs);
   }
 }
+
+/** Polls `fn` until it returns something other than undefined, and returns that; throws with `what` after `timeoutMs`. */
+export async function waitForValue<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, { timeoutMs = 30_000, intervalMs = 200 } = {}): Promise<T> {
+  let value: T | undefined;
+  await waitFor(async () => (value = await fn()) !== undefined, what, { timeoutMs, intervalMs });
+  return value!;
+}

@@ -57,8 +57,8 @@ export async function topicsCommand(args: string[]): Promise<number> {
 
 /**
  * A partition's offsets. NOTE: right after `topics create` the broker may not have elected a
- * leader yet, or this client's metadata may not list the partition: those answers are retried
- * (with fresh metadata) for up to `waitMs` before the partition is reported unavailable.
+ * leader yet: those answers are retried (with fresh metadata) for up to `waitMs` before the
+ * partition is reported unavailable. (A topic this client has not seen yet, Admin refreshes itself.)
  */
 async function watermarks(admin: Admin, topic: string, partition: number, waitMs = 15_000): Promise<{ low: number; high: number } | { error: string }> {
   const deadline = performance.now() + waitMs;
@@ -76,7 +76,7 @@ async function watermarks(admin: Admin, topic: string, partition: number, waitMs
 }
 
 /** What a just-created topic answers until its leaders are elected and known to this client. */
-const SETTLING = new Set(["_UNKNOWN_PARTITION", "UNKNOWN_TOPIC_OR_PART", "LEADER_NOT_AVAILABLE", "NOT_LEADER_OR_FOLLOWER", "_LEADER_NOT_AVAILABLE"]);
+const SETTLING = new Set(["UNKNOWN_TOPIC_OR_PART", "LEADER_NOT_AVAILABLE", "NOT_LEADER_OR_FOLLOWER", "_LEADER_NOT_AVAILABLE"]);
 
 /** Waits (up to `waitMs`) until metadata lists every partition of `topics` with a leader. */
 async function leadersElected(admin: Admin, topics: string[], waitMs = 15_000): Promise<void> {

@@ -184,11 +184,20 @@ export class Admin {
     }
   }
 
-  /** Low and high watermark of one partition. Blocks up to `timeoutMs`. */
+  /**
+   * Low and high watermark of one partition. Blocks up to `timeoutMs`. NOTE: librdkafka answers
+   * `_UNKNOWN_PARTITION` for a topic this client's metadata does not list yet (one just created):
+   * the metadata is fetched once and the question asked again.
+   */
   watermarks(topic: string, partition: number, timeoutMs = 5000): { low: number; high: number } {
     const low = new BigInt64Array(1);
     const high = new BigInt64Array(1);
-    const err = rdk().rd_kafka_query_watermark_offsets(this.client.rk, ptr(cstr(topic)), partition, ptr(low), ptr(high), timeoutMs);
+    const query = () => rdk().rd_kafka_query_watermark_offsets(this.client.rk, ptr(cstr(topic)), partition, ptr(low), ptr(high), timeoutMs);
+    let err = query();
+    if (err === ERR.UNKNOWN_PARTITION) {
+      this.metadata(timeoutMs);
+      err = query();
+    }
     if (err) throw KafkaError.fromCode(err, `watermarks of ${topic}[${partition}]`);
     return { low: Number(low[0]), high: Number(high[0]) };
   }

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { Admin, Consumer, KafkaError, nextOffsets, Producer, TransactionalProducer, type KafkaConfig, type Message, type TopicPartition } from "./index.ts";
 import { loadNative, type Native } from "./native.ts";
 import { HAVE_GCC, nativeSharedObject } from "../../test/native-so.ts";
+import { waitFor } from "../../test/wait.ts";
 
 // NOTE: bunfig.toml's [test] timeout is not applied by `bun test`; each test is bounded here.
 setDefaultTimeout(60_000);
@@ -56,13 +57,7 @@ function consumer(extra: KafkaConfig = {}, options: ConstructorParameters<typeof
 }
 
 /** Resolves once `cond()` holds; rejects with `what` after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
+const until = (cond: () => boolean, what: string, ms = 30_000): Promise<void> => waitFor(cond, what, { timeoutMs: ms, intervalMs: 20 });
 
 /**
  * Reads batches into `into` (committing each) until the consumer closes; resolves when the

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
 import { startFakeLoki, type FakeLoki } from "../../test/fake-loki.ts";
+import { waitFor } from "../../test/wait.ts";
 import { loadConfig } from "../config.ts";
 import type { LogEvent } from "../contracts.ts";
 import { Admin, Consumer, Producer, type Message, type OutgoingMessage } from "../kafka/index.ts";
@@ -82,13 +83,7 @@ async function produce(topic: string, values: (LogEvent | string)[]): Promise<vo
   }
 }
 
-async function waitUntil(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await Bun.sleep(25);
-  }
-}
+const waitUntil = (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> => waitFor(check, what, { timeoutMs });
 
 const idOf = (line: string) => (JSON.parse(line) as { id: string }).id;
 

@@ -22,6 +22,7 @@ import { SchemaRegistryClient } from "./client.ts";
 import { publishSubjects, SchemaRefusedError } from "./publish.ts";
 import { envelopeSchemas, type JsonSchema } from "./subjects.ts";
 import { SCHEMA_ID_HEADER, wireSchemaId } from "./wire.ts";
+import { waitForValue } from "../../test/wait.ts";
 
 // A shared 2-core machine with a broker and a JVM registry on it: generous deadlines.
 setDefaultTimeout(60_000);
@@ -99,15 +100,7 @@ async function kitsune(args: string[], extra: Record<string, string> = {}): Prom
   return { code, stdout, stderr };
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 45_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(200);
-  }
-}
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 45_000): Promise<T> => waitForValue(what, fn, { timeoutMs: ms });
 
 async function registryGet(path: string): Promise<any> {
   const r = await fetch(`${registry.url}${path}`);

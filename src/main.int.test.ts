@@ -16,6 +16,8 @@ import { collect, json } from "../test/db-worker-harness.ts";
 import type { CommandResult } from "./contracts.ts";
 import { Admin } from "./kafka/admin.ts";
 import { waitForValue } from "../test/wait.ts";
+// A port the OS just handed out (a random one could be another test file's).
+import { freePort } from "../bench/lib/procs.ts";
 
 // A shared 2-core machine with a broker on it: tests and their hooks get more than Bun's 5 s.
 setDefaultTimeout(30_000);
@@ -72,13 +74,6 @@ function execute(port: number, body: unknown): Promise<Response> {
 
 const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, ms = 30_000): Promise<T> => waitForValue(what, fn, { timeoutMs: ms });
 
-/** A port the OS just handed out (a random one could be another test file's). */
-function freePort(): number {
-  const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = server.port;
-  server.stop(true);
-  return port;
-}
 
 /** Messages on a topic (sum of high watermarks; 0 when it does not exist). */
 function depth(topic: string): number {

@@ -27,7 +27,8 @@ const REPO = join(import.meta.dir, "../..");
 
 /** The PostgreSQL the services run (`scripts/services.sh`), as the role `kitsune`. */
 export const BASE_DSN = process.env.BENCH_POSTGRES_DSN ?? "postgres://kitsune:kitsune@127.0.0.1:5432/kitsune";
-export const BROKERS = process.env.BENCH_KAFKA_BROKERS ?? "127.0.0.1:9092";
+// NOTE: KAFKA_BROKERS too: CI runs its brokers on ports of their own, and nothing may be assumed on 9092.
+export const BROKERS = process.env.BENCH_KAFKA_BROKERS ?? process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
 
 /**
  * A command whose effect has no unique constraint: `users.email` is UNIQUE, so a second apply

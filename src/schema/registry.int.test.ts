@@ -23,6 +23,8 @@ import { publishSubjects, SchemaRefusedError } from "./publish.ts";
 import { envelopeSchemas, type JsonSchema } from "./subjects.ts";
 import { SCHEMA_ID_HEADER, wireSchemaId } from "./wire.ts";
 import { waitForValue } from "../../test/wait.ts";
+// A port the OS just handed out: a random one collided with another process in a CI run.
+import { freePort } from "../../bench/lib/procs.ts";
 
 // A shared 2-core machine with a broker and a JVM registry on it: generous deadlines.
 setDefaultTimeout(60_000);
@@ -74,7 +76,6 @@ function env(extra: Record<string, string> = {}): Record<string, string> {
   };
 }
 
-const freePort = () => 20000 + Math.floor(Math.random() * 20000);
 
 /** Starts `bun src/main.ts`; resolves once /readyz answers 200, rejects with its stderr if it exits first. */
 async function startKitsune(extra: Record<string, string> = {}): Promise<{ proc: Subprocess<"ignore", "ignore", "pipe">; port: number }> {
